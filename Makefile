@@ -1,0 +1,34 @@
+# Two commands do all the set-up on a fresh machine:
+#   make serve   # creates .venv, installs, serves the shipped default models on 127.0.0.1:8000
+#   make test    # creates .venv, installs, runs the whole test suite
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# The CPU wheel of torch; a bare `torch` would pull a multi-GB CUDA build.
+TORCH  ?= torch==2.13.0
+
+.PHONY: venv test test-docker serve models lint bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e '.[cpu,train,dev]'
+	touch $(STAMP)
+
+test: venv
+	$(PY) -m pytest tests --ignore=tests/docker
+
+test-docker: venv
+	bash docker/test-docker.sh
+
+serve: venv
+	$(VENV)/bin/tlstm serve --models models
+
+lint: venv
+	$(VENV)/bin/ruff check model training service tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,1 @@
+"""Serving exported tLSTM model packages with ONNX Runtime (no torch needed)."""

@@ -1,0 +1,1 @@
+"""Training, evaluation and ONNX export of tLSTM models (torch is imported lazily)."""

@@ -1,0 +1,133 @@
+"""Self-describing checkpoints: everything needed to rebuild a model, written atomically.
+
+A checkpoint is a ``torch.save`` dict:
+
+    format            "tlstm-checkpoint"
+    format_version    1
+    config            TLSTMConfig.to_dict()
+    model             the unwrapped module's state_dict (no DDP/compile prefixes)
+    task              {"name", "kind" ("lm"|"classifier"), "vocab" | None, "labels" | None,
+                       "input": {"type", "size", "max_length"}, ...task settings}
+    metrics           latest/best metrics (dict of floats)
+    code_version      service.version.code_version() of the writer
+    trainer           optional: optimizer/scheduler/RNG/step state for --resume
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model import RecurrentModel, TLSTMConfig, build_model
+from service.version import code_version
+
+FORMAT = "tlstm-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used; the message names the file and the problem."""
+
+
+@dataclass
+class Checkpoint:
+    config: TLSTMConfig
+    model_state: dict[str, torch.Tensor]
+    task: dict[str, Any]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    code_version: str = field(default_factory=code_version)
+    trainer: dict[str, Any] | None = None
+
+    def build_model(self) -> RecurrentModel:
+        """The model with these weights, in eval mode, on the CPU."""
+        model = build_model(self.config)
+        model.load_state_dict(self.model_state)
+        return model.eval()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "config": self.config.to_dict(),
+            "model": self.model_state,
+            "task": self.task,
+            "metrics": self.metrics,
+            "code_version": self.code_version,
+            "trainer": self.trainer,
+        }
+
+
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The plain module under DistributedDataParallel / torch.compile wrappers."""
+    while True:
+        if hasattr(module, "module") and isinstance(module.module, torch.nn.Module):
+            module = module.module
+        elif hasattr(module, "_orig_mod"):
+            module = module._orig_mod
+        else:
+            return module
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
+    """torch.save to a temporary file in the same directory, fsync, then rename into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike[str]) -> None:
+    """Write ``checkpoint`` atomically: a half-written file never exists under ``path``."""
+    atomic_torch_save(checkpoint.to_dict(), path)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Raises:
+        CheckpointError: missing, truncated or foreign file, or an unsupported version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for damaged files
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a tlstm checkpoint (expected format {FORMAT!r})")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: unsupported checkpoint format_version {data.get('format_version')!r}; "
+            f"this code reads version {FORMAT_VERSION}"
+        )
+    try:
+        config = TLSTMConfig.from_dict(data["config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: invalid model config: {exc}") from exc
+    return Checkpoint(
+        config=config,
+        model_state=data["model"],
+        task=data["task"],
+        metrics=data.get("metrics") or {},
+        code_version=data.get("code_version", "unknown"),
+        trainer=data.get("trainer"),
+    )
