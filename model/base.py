@@ -100,6 +100,16 @@ class RecurrentModel(nn.Module):
             return self.w_x[x] + self.b_x
         return x @ self.w_x + self.b_x
 
+    def project_padded(self, x: Tensor, lengths: Tensor | None) -> Tensor:
+        """Project a batch (B, T[, R]) -> (B, T, M), replacing inputs at t >= lengths[b] by the
+        flush input, so that padding is exactly the flush whatever the variant (LN included)."""
+        u = self.project(x)
+        if lengths is None:
+            return u
+        steps = torch.arange(x.shape[1], device=x.device)
+        real = steps.unsqueeze(0) < lengths.to(x.device).unsqueeze(1)  # (B, T)
+        return torch.where(real.unsqueeze(-1), u, self.b_x)
+
     def flush_input(self, batch_size: int) -> Tensor:
         """The projected flush input: the zero vector projected, i.e. b^x. (B, M)"""
         return self.b_x.expand(batch_size, -1)
@@ -147,7 +157,12 @@ class RecurrentModel(nn.Module):
 
     # ------------------------------------------------------------ sequence API
     def run(
-        self, x: Tensor, state: State | None = None, flush: int = 0, return_states: bool = False
+        self,
+        x: Tensor,
+        state: State | None = None,
+        flush: int = 0,
+        return_states: bool = False,
+        lengths: Tensor | None = None,
     ) -> RunOutput:
         """Run T real steps then ``flush`` flush steps, without realigning the outputs.
 
@@ -156,12 +171,13 @@ class RecurrentModel(nn.Module):
             state: the state to start from (zeros when None).
             flush: number of flush steps to append (inputs are zero vectors, spec section 7).
             return_states: also return the state after every step.
+            lengths: (B,) optional true lengths; inputs at t >= lengths[b] become flush inputs.
         """
         self.check_inputs(x)
         batch, length = x.shape[0], x.shape[1]
         if state is None:
             state = self.initial_state(batch)
-        u_all = self.project(x)  # (B, T, M)
+        u_all = self.project_padded(x, lengths)  # (B, T, M)
         flush_u = self.flush_input(batch)
         outputs: list[Tensor] = []
         states: list[State] | None = [] if return_states else None
@@ -193,8 +209,10 @@ class RecurrentModel(nn.Module):
             x: (B, T) ids or (B, T, R) features, right-padded with anything.
             lengths: (B,) true lengths, each in [1, T].
         Returns:
-            (B, S) logits read at step len_b - 1 + delay. No masking is needed: padding after
-            len_b cannot reach that output (the depth property).
+            (B, S) logits read at step len_b - 1 + delay. For causal variants padding after
+            len_b cannot reach that output (the depth property); the padded positions are fed
+            the flush input all the same, which makes the result exact for LN too (whose
+            whole-tensor statistics do see later inputs, see TLSTMConfig.is_causal).
         """
         lengths = torch.as_tensor(lengths, device=x.device)
         if lengths.dim() != 1 or lengths.shape[0] != x.shape[0]:
@@ -204,6 +222,6 @@ class RecurrentModel(nn.Module):
                 f"lengths: expected values in [1, {x.shape[1]}], got "
                 f"[{int(lengths.min())}, {int(lengths.max())}]"
             )
-        logits = self.run(x, flush=self.delay).logits  # (B, T+delay, S)
+        logits = self.run(x, flush=self.delay, lengths=lengths).logits  # (B, T+delay, S)
         index = (lengths.long() - 1 + self.delay).view(-1, 1, 1).expand(-1, 1, logits.shape[-1])
         return logits.gather(1, index).squeeze(1)

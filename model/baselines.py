@@ -65,15 +65,20 @@ class StackedLSTM(RecurrentModel):
         return state[0][:, -1]
 
     def run(
-        self, x: Tensor, state: State | None = None, flush: int = 0, return_states: bool = False
+        self,
+        x: Tensor,
+        state: State | None = None,
+        flush: int = 0,
+        return_states: bool = False,
+        lengths: Tensor | None = None,
     ) -> RunOutput:
         if return_states:
-            return super().run(x, state, flush, return_states)
+            return super().run(x, state, flush, return_states, lengths)
         self.check_inputs(x)
         batch = x.shape[0]
         if state is None:
             state = self.initial_state(batch)
-        u = self.project(x)
+        u = self.project_padded(x, lengths)
         if flush:
             u = torch.cat([u, self.flush_input(batch).unsqueeze(1).expand(-1, flush, -1)], dim=1)
         out, state = self._lstm(u, state)

@@ -122,6 +122,19 @@ class TLSTMConfig:
         return self.depth - 1 if self.is_tlstm else 0
 
     @property
+    def is_causal(self) -> bool:
+        """Whether y_t depends on x_1..x_t only (the depth property, spec section 3).
+
+        False for LN: its statistics pool all locations of the tensor, and the locations near
+        the input already hold x_{t+1}..x_{t+L-1} when y_t is read at step t+L-1, so y_t
+        depends on later inputs (measured in tests/model/test_invariants.py). CN normalizes
+        each location alone and keeps the property. An LN model is exact for classification
+        (the padded tail is fed flush inputs) and for streaming with flush inputs, but a
+        teacher-forced language model or seq2seq model would see the future through it.
+        """
+        return not (self.is_tlstm and self.norm == "ln" and self.delay > 0)
+
+    @property
     def kappa(self) -> int:
         """K**(D-1): entries of the memory-cell kernel at each location."""
         return self.kernel_size ** (self.order - 1)
