@@ -79,6 +79,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; checkpoints are read by other users too
         with os.fdopen(fd, "wb") as fh:
             torch.save(obj, fh)
             fh.flush()
