@@ -1,0 +1,358 @@
+"""The graphs of a model package as PyTorch modules, ready for ``torch.onnx.export``.
+
+Each graph has the delayed output built in (docs/tlstm-spec.md sections 7 and 8), so no caller
+handles the delay:
+
+- ``step``: one real input plus the committed state in; the prediction for that input and
+  the committed state after it out. The L-1 flush steps run on a copy; loop-free.
+- ``prefill``: a prompt of dynamic length T from a given state; the committed state after it,
+  the prediction after its last symbol and every position's prediction. The time loop is a
+  ``torch._higher_order_ops.scan`` (an ONNX ``Scan``: the only dynamic-length loop the
+  exporters get right, see the platform notes); the L-1 flush steps are unrolled after it.
+- ``classify``: a right-padded batch and its lengths; class logits read at step len_b + L - 1.
+
+A graph is described by a :class:`GraphSpec`: its module, input and output names, example
+inputs, the axes promised dynamic, and how to draw verification inputs and compute the
+PyTorch reference for them. ``graph_specs`` lists the graphs of a package kind; adding a
+graph (e.g. an incremental step with its own state tensors) means adding one spec.
+
+Shapes (spec notation): B batch, T length, R input size, S output size, M channels, and a
+state tensor (B, *location_shape, M).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.utils._pytree as pytree
+from torch import Tensor, nn
+from torch.export import Dim
+
+from model import RecurrentModel, SharedStackedLSTM, State, build_model
+from service.package import state_input_name, state_output_name
+
+BATCH = "B"
+LENGTH = "T"
+# Sizes of the example inputs used for tracing (any values > 1 work: the axes are dynamic).
+_EXAMPLE_BATCH = 2
+_EXAMPLE_LENGTH = 3
+
+Feeds = dict[str, np.ndarray]
+Reference = Callable[[RecurrentModel, Feeds], Feeds]
+
+
+@dataclass
+class GraphSpec:
+    """One graph of a package.
+
+    Attributes:
+        name: the graph's name in the manifest (``step``); its file is ``<name>.onnx``.
+        module: the nn.Module to export (its forward takes the inputs in ``inputs`` order).
+        inputs: input names, in order.
+        outputs: output names, in order.
+        example: the module's example arguments for tracing; flattened (a state tuple
+            expands in place) they line up with ``inputs``.
+        dynamic: per input, the axes promised dynamic and their symbolic names.
+        state: the state tensors this graph carries in and out (names without prefix).
+        draw: ``draw(rng, batch, length) -> feeds``: fresh random inputs for verification.
+        reference: ``reference(model, feeds) -> outputs``: the PyTorch model's answer.
+        lengths: whether verification should vary the length T (sequence graphs).
+    """
+
+    name: str
+    module: nn.Module
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    example: tuple[Any, ...]
+    dynamic: dict[str, dict[int, str]]
+    state: tuple[str, ...]
+    draw: Callable[[np.random.Generator, int, int], Feeds]
+    reference: Reference
+    lengths: bool = True
+
+    @property
+    def file(self) -> str:
+        return f"{self.name}.onnx"
+
+    def dynamic_shapes(self) -> Any:
+        """The ``dynamic_shapes`` argument of torch.onnx.export, nested like ``example``."""
+        leaves, tree = pytree.tree_flatten(self.example)
+        if len(leaves) != len(self.inputs):
+            raise ValueError(f"graph {self.name!r}: {len(leaves)} example tensors for inputs {list(self.inputs)}")
+        dims: dict[str, Dim] = {}
+        shapes = []
+        for name in self.inputs:
+            axes = {}
+            for axis, symbol in self.dynamic.get(name, {}).items():
+                if symbol not in dims:
+                    dims[symbol] = Dim(symbol, min=1, max=1 << 30)
+                axes[axis] = dims[symbol]
+            shapes.append(axes)
+        return pytree.tree_unflatten(shapes, tree)
+
+
+# ---------------------------------------------------------------- building blocks
+def export_copy(model: RecurrentModel) -> RecurrentModel:
+    """A frozen copy of ``model`` on the fast path: eval mode, no gradients, on the CPU.
+
+    Gradients off matters: the fast step writes into a padded tensor in place, which
+    torch.export rejects inside a scan when the parameters require grad.
+    """
+    config = model.config.replace(impl="fast")
+    frozen = build_model(config)
+    frozen.load_state_dict(copy.deepcopy(model.state_dict()))
+    return frozen.eval().requires_grad_(False).cpu()
+
+
+def _shared_lstm_cell(model: SharedStackedLSTM, u: Tensor, state: State) -> State:
+    """SharedStackedLSTM.cell with the weight transposes taken once, outside the layer loop.
+
+    The original takes ``weight_ih.T`` once per layer; inside a scan body torch.export lifts
+    each view as its own input and then refuses them as aliases of one another. Same
+    arithmetic, so export verification holds it to the model's own output.
+    """
+    h_prev, c_prev = state
+    w_ih, w_hh = model.weight_ih.T, model.weight_hh.T
+    inp = u
+    hs, cs = [], []
+    for layer in range(model.config.layers):
+        gates = inp @ w_ih + h_prev[:, layer] @ w_hh + model.bias
+        i, f, g, o = gates.chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c_prev[:, layer] + torch.sigmoid(i) * torch.tanh(g)
+        inp = torch.sigmoid(o) * torch.tanh(c)
+        hs.append(inp)
+        cs.append(c)
+    return torch.stack(hs, dim=1), torch.stack(cs, dim=1)
+
+
+def _scan_cell(model: RecurrentModel) -> Callable[[Tensor, State], State]:
+    if isinstance(model, SharedStackedLSTM):
+        return lambda u, state: _shared_lstm_cell(model, u, state)
+    return model.cell
+
+
+def run_time_loop(model: RecurrentModel, u: Tensor, state: State) -> tuple[State, Tensor]:
+    """The recurrence over T projected inputs as one ``scan`` (ONNX ``Scan``).
+
+    Args:
+        u: (B, T, M) projected inputs.
+        state: the state before the first input.
+    Returns:
+        the state after the last input, and the output-location hidden state after every
+        step, (T, B, M).
+    """
+    from torch._higher_order_ops import scan
+
+    cell = _scan_cell(model)
+
+    def body(carry: list[Tensor], u_t: Tensor) -> tuple[list[Tensor], Tensor]:
+        new = tuple(t.contiguous() for t in cell(u_t, tuple(carry)))
+        return list(new), model.read_output(new).clone()
+
+    carry, hidden = scan(body, [s.clone() for s in state], u.transpose(0, 1).contiguous())
+    return tuple(carry), hidden
+
+
+def run_flush(model: RecurrentModel, state: State, batch: int) -> Tensor:
+    """The L-1 flush steps from ``state`` (unrolled; L is fixed per model).
+
+    Returns:
+        the output-location hidden state after each flush step, (L-1, B, M).
+    """
+    outputs = []
+    u = model.flush_input(batch)  # (B, M)
+    for _ in range(model.delay):
+        state = model.cell(u, state)
+        outputs.append(model.read_output(state))
+    if not outputs:
+        return state[0].new_zeros(0, state[0].shape[0], model.config.channels)
+    return torch.stack(outputs, dim=0)
+
+
+# ---------------------------------------------------------------- the graph modules
+class StepGraph(nn.Module):
+    """``step.onnx``: forward(x (B,) or (B, R), state) -> (logits (B, S), *committed state)."""
+
+    def __init__(self, model: RecurrentModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        logits, committed = self.model.predict_next(x, tuple(state))
+        return (logits, *committed)
+
+
+class PrefillGraph(nn.Module):
+    """``prefill.onnx``: forward(x (B, T[, R]), state) ->
+    (logits (B, S), all_logits (B, T, S), *committed state after the prompt)."""
+
+    def __init__(self, model: RecurrentModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        model = self.model
+        committed, hidden = run_time_loop(model, model.project(x), tuple(state))  # (T, B, M)
+        flush = run_flush(model, committed, x.shape[0])  # (L-1, B, M)
+        hidden = torch.cat([hidden, flush], dim=0)[model.delay :]  # (T, B, M), realigned
+        all_logits = model.head(hidden.transpose(0, 1))  # (B, T, S)
+        return (all_logits[:, -1], all_logits, *committed)
+
+
+class ClassifyGraph(nn.Module):
+    """``classify.onnx``: forward(x (B, T[, R]), lengths (B,)) -> logits (B, S).
+
+    Padded positions are fed the flush input (as ``RecurrentModel.classify`` does), and the
+    output of sequence b is read at step len_b - 1 + delay (spec section 7).
+    """
+
+    def __init__(self, model: RecurrentModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        model = self.model
+        shape = (x.shape[0], *model.config.state_shape)
+        state = tuple(model.head.weight.new_zeros(shape) for _ in model.config.state_names)
+        final, hidden = run_time_loop(model, model.project_padded(x, lengths), state)  # (T, B, M)
+        hidden = torch.cat([hidden, run_flush(model, final, x.shape[0])], dim=0)  # (T+L-1, B, M)
+        index = (lengths - 1 + model.delay).view(1, -1, 1).expand(1, -1, hidden.shape[-1])
+        return model.head(hidden.gather(0, index).squeeze(0))  # (B, S)
+
+
+# ---------------------------------------------------------------- inputs and references
+def _draw_x(rng: np.random.Generator, model: RecurrentModel, shape: tuple[int, ...]) -> np.ndarray:
+    cfg = model.config
+    if cfg.input_type == "tokens":
+        return rng.integers(0, cfg.input_size, size=shape, dtype=np.int64)
+    return rng.standard_normal((*shape, cfg.input_size)).astype(np.float32)
+
+
+def _draw_state(rng: np.random.Generator, model: RecurrentModel, batch: int) -> Feeds:
+    """A random committed state, values of the size a trained model's state has."""
+    shape = (batch, *model.config.state_shape)
+    return {
+        state_input_name(n): (0.5 * rng.standard_normal(shape)).astype(np.float32)
+        for n in model.config.state_names
+    }
+
+
+def _torch_state(model: RecurrentModel, feeds: Feeds) -> State:
+    return tuple(torch.from_numpy(feeds[state_input_name(n)]) for n in model.config.state_names)
+
+
+def _state_outputs(model: RecurrentModel, state: State) -> Feeds:
+    return {state_output_name(n): s.numpy() for n, s in zip(model.config.state_names, state, strict=True)}
+
+
+def _step_reference(model: RecurrentModel, feeds: Feeds) -> Feeds:
+    with torch.no_grad():
+        logits, committed = model.predict_next(torch.from_numpy(feeds["x"]), _torch_state(model, feeds))
+    return {"logits": logits.numpy(), **_state_outputs(model, committed)}
+
+
+def _prefill_reference(model: RecurrentModel, feeds: Feeds) -> Feeds:
+    x, state = torch.from_numpy(feeds["x"]), _torch_state(model, feeds)
+    with torch.no_grad():
+        committed = model.run(x, state).state
+        all_logits = model.run(x, state, flush=model.delay).logits[:, model.delay :]
+    return {"logits": all_logits[:, -1].numpy(), "all_logits": all_logits.numpy(), **_state_outputs(model, committed)}
+
+
+def _classify_reference(model: RecurrentModel, feeds: Feeds) -> Feeds:
+    with torch.no_grad():
+        logits = model.classify(torch.from_numpy(feeds["x"]), torch.from_numpy(feeds["lengths"]))
+    return {"logits": logits.numpy()}
+
+
+def mixed_lengths(rng: np.random.Generator, batch: int, length: int) -> np.ndarray:
+    """(B,) lengths in [1, T] that include T and, for B > 1, 1: a mixed-length batch."""
+    lengths = rng.integers(1, length + 1, size=batch, dtype=np.int64)
+    lengths[0] = length
+    if batch > 1:
+        lengths[-1] = 1
+    return lengths
+
+
+# ---------------------------------------------------------------- the specs
+def _state_names(model: RecurrentModel) -> tuple[str, ...]:
+    return tuple(model.config.state_names)
+
+
+def step_spec(model: RecurrentModel) -> GraphSpec:
+    names = _state_names(model)
+    example = _draw_x(np.random.default_rng(0), model, (_EXAMPLE_BATCH,))
+    state = model.initial_state(_EXAMPLE_BATCH)
+    inputs = ("x", *(state_input_name(n) for n in names))
+    return GraphSpec(
+        name="step",
+        module=StepGraph(model),
+        inputs=inputs,
+        outputs=("logits", *(state_output_name(n) for n in names)),
+        example=(torch.from_numpy(example), tuple(state)),
+        dynamic={n: {0: BATCH} for n in inputs},
+        state=names,
+        draw=lambda rng, batch, length: {"x": _draw_x(rng, model, (batch,)), **_draw_state(rng, model, batch)},
+        reference=_step_reference,
+        lengths=False,
+    )
+
+
+def prefill_spec(model: RecurrentModel) -> GraphSpec:
+    names = _state_names(model)
+    example = _draw_x(np.random.default_rng(0), model, (_EXAMPLE_BATCH, _EXAMPLE_LENGTH))
+    state = model.initial_state(_EXAMPLE_BATCH)
+    inputs = ("x", *(state_input_name(n) for n in names))
+    dynamic = {n: {0: BATCH} for n in inputs}
+    dynamic["x"] = {0: BATCH, 1: LENGTH}
+    return GraphSpec(
+        name="prefill",
+        module=PrefillGraph(model),
+        inputs=inputs,
+        outputs=("logits", "all_logits", *(state_output_name(n) for n in names)),
+        example=(torch.from_numpy(example), tuple(state)),
+        dynamic=dynamic,
+        state=names,
+        draw=lambda rng, batch, length: {"x": _draw_x(rng, model, (batch, length)), **_draw_state(rng, model, batch)},
+        reference=_prefill_reference,
+    )
+
+
+def classify_spec(model: RecurrentModel) -> GraphSpec:
+    example = _draw_x(np.random.default_rng(0), model, (_EXAMPLE_BATCH, _EXAMPLE_LENGTH))
+    lengths = torch.tensor([_EXAMPLE_LENGTH, 1], dtype=torch.int64)
+    return GraphSpec(
+        name="classify",
+        module=ClassifyGraph(model),
+        inputs=("x", "lengths"),
+        outputs=("logits",),
+        example=(torch.from_numpy(example), lengths),
+        dynamic={"x": {0: BATCH, 1: LENGTH}, "lengths": {0: BATCH}},
+        state=(),
+        draw=lambda rng, batch, length: {
+            "x": _draw_x(rng, model, (batch, length)),
+            "lengths": mixed_lengths(rng, batch, length),
+        },
+        reference=_classify_reference,
+    )
+
+
+# Graphs per package kind, in the order they are exported. Each maker takes the frozen
+# export copy of the model and returns a GraphSpec; a new graph is one more entry.
+GRAPHS: dict[str, tuple[Callable[[RecurrentModel], GraphSpec], ...]] = {
+    "lm": (step_spec, prefill_spec),
+    "seq2seq": (step_spec, prefill_spec),
+    "classifier": (step_spec, classify_spec),
+}
+
+
+def graph_specs(model: RecurrentModel, kind: str) -> list[GraphSpec]:
+    """The graphs of a package of ``kind`` for the frozen export copy ``model``."""
+    if kind not in GRAPHS:
+        raise ValueError(f"package kind {kind!r}: expected one of {sorted(GRAPHS)}")
+    return [make(model) for make in GRAPHS[kind]]

@@ -1,0 +1,242 @@
+"""Reduced-precision packages: float16 weights or dynamic int8 quantization, with a report.
+
+- ``float16``: every float32 weight (initializer with at least ``_MIN_FP16_ELEMENTS``
+  entries) is stored in float16 and cast back to float32 where it is read, so the file
+  holds half-size weights while inputs, state, arithmetic and logits stay float32.
+- ``int8``: ONNX Runtime's dynamic quantization (weights int8, activations quantized per
+  call) of every MatMul/Gemm with constant weights, inside Scan bodies too.
+
+The report compares the reduced graphs with the float32 ones that passed verification: file
+sizes, the largest output difference on the verification cases, and the task metric on a
+validation set (bits per symbol for ``lm``, accuracy for ``classifier`` when labels are
+given; otherwise agreement of the top prediction with float32).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from .onnx_graphs import GraphSpec, mixed_lengths
+from .onnx_verify import (
+    ExportVerificationError,
+    check_graph_file,
+    make_session,
+    relative_difference,
+    verification_cases,
+)
+
+_MIN_FP16_ELEMENTS = 16
+_VALIDATION_SIZE = 32
+_VALIDATION_LENGTH = 32
+
+
+@dataclass
+class ValidationSet:
+    """Held-out data for the precision report.
+
+    Attributes:
+        x: (N, T) token ids or (N, T, R) features.
+        lengths: (N,) true lengths (classifier; all T when None).
+        labels: (N,) class ids (classifier) or (N, T) target ids (seq2seq); None: compare
+            the reduced graphs' top predictions with float32's instead.
+        source: what the data is, written into the report.
+    """
+
+    x: np.ndarray
+    lengths: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    source: str = "validation set"
+
+
+# ---------------------------------------------------------------- conversions
+def _subgraphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+    found = []
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                found += [attr.g, *_subgraphs(attr.g)]
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    found += [g, *_subgraphs(g)]
+    return found
+
+
+def _fp16_weights(graph: onnx.GraphProto) -> int:
+    """Store this graph's float32 initializers in float16 behind a Cast; returns how many."""
+    casts, kept, converted = [], [], 0
+    for init in graph.initializer:
+        if init.data_type == onnx.TensorProto.FLOAT and int(np.prod(init.dims)) >= _MIN_FP16_ELEMENTS:
+            half = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), f"{init.name}__fp16")
+            kept.append(half)
+            casts.append(helper.make_node("Cast", [half.name], [init.name], to=onnx.TensorProto.FLOAT,
+                                          name=f"{init.name}__cast"))
+            converted += 1
+        else:
+            kept.append(init)
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(casts + nodes)
+    return converted
+
+
+def to_float16_weights(src: Path, dst: Path) -> None:
+    """Write ``src`` to ``dst`` with float16 weights (float32 everywhere else)."""
+    model = onnx.load(str(src))
+    converted = sum(_fp16_weights(g) for g in (model.graph, *_subgraphs(model.graph)))
+    if not converted:
+        logging.getLogger("tlstm.export").info("%s: no float32 weight large enough to convert", src.name)
+    onnx.save(model, str(dst))
+
+
+def to_int8_dynamic(src: Path, dst: Path) -> None:
+    """ONNX Runtime dynamic quantization (int8 weights), Scan bodies included."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer logs a pre-processing hint on the root logger
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8,
+                         extra_options={"EnableSubgraph": True})
+    finally:
+        root.setLevel(level)
+
+
+CONVERTERS = {"float16": to_float16_weights, "int8": to_int8_dynamic}
+
+
+# ---------------------------------------------------------------- metrics
+def _default_validation(fields: dict[str, Any], model: Any, rng: np.random.Generator) -> ValidationSet:
+    cfg = model.config
+    length = min(fields["input"]["max_length"], _VALIDATION_LENGTH)
+    shape = (_VALIDATION_SIZE, length)
+    if cfg.input_type == "tokens":
+        x = rng.integers(0, cfg.input_size, size=shape, dtype=np.int64)
+    else:
+        x = rng.standard_normal((*shape, cfg.input_size)).astype(np.float32)
+    lengths = mixed_lengths(rng, _VALIDATION_SIZE, length) if fields["kind"] == "classifier" else None
+    return ValidationSet(
+        x=x, lengths=lengths,
+        source=f"{_VALIDATION_SIZE} random held-out inputs of length <= {length} (no task data given): "
+               "agreement with float32",
+    )
+
+
+def _bits_per_symbol(all_logits: np.ndarray, x: np.ndarray) -> float:
+    """Mean -log2 p(x[:, t+1] | x[:, :t+1]) from all_logits (N, T, S)."""
+    logits = all_logits[:, :-1].astype(np.float64)
+    logits -= logits.max(axis=-1, keepdims=True)
+    logp = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+    picked = np.take_along_axis(logp, x[:, 1:, None], axis=-1)
+    return float(-picked.mean() / np.log(2))
+
+
+def _predictions(session: Any, kind: str, data: ValidationSet, model: Any) -> np.ndarray:
+    """Logits of the package's main graph on the validation set: (N, S) or (N, T, S)."""
+    if kind == "classifier":
+        lengths = data.lengths if data.lengths is not None else np.full(len(data.x), data.x.shape[1], np.int64)
+        return session.run(["logits"], {"x": data.x, "lengths": lengths.astype(np.int64)})[0]
+    shape = (len(data.x), *model.config.state_shape)
+    feeds = {"x": data.x, **{f"state_{n}_in": np.zeros(shape, np.float32) for n in model.config.state_names}}
+    return session.run(["all_logits"], feeds)[0]
+
+
+def _metrics(kind: str, logits: np.ndarray, data: ValidationSet) -> dict[str, float]:
+    if kind == "lm" and data.x.ndim == 2 and data.x.shape[1] > 1:
+        return {"bits_per_symbol": _bits_per_symbol(logits, data.x)}
+    if data.labels is not None:
+        return {"accuracy": float((logits.argmax(-1) == data.labels).mean())}
+    return {}
+
+
+def compare_precision(
+    reduced: dict[str, Path], reference: dict[str, Path], kind: str, data: ValidationSet, model: Any
+) -> dict[str, Any]:
+    """Task metric of the float32 and the reduced main graph on ``data``, and their agreement."""
+    main = "classify" if kind == "classifier" else "prefill"
+    ref = _predictions(make_session(reference[main]), kind, data, model)
+    red = _predictions(make_session(reduced[main]), kind, data, model)
+    if not np.all(np.isfinite(red)):
+        raise ExportVerificationError(f"{reduced[main].name}: the reduced-precision graph returns non-finite logits")
+    ref_m, red_m = _metrics(kind, ref, data), _metrics(kind, red, data)
+    result: dict[str, Any] = {
+        "graph": main,
+        "validation": data.source,
+        "top1_agreement": float((ref.argmax(-1) == red.argmax(-1)).mean()),
+        "max_logit_difference": float(np.abs(ref - red).max()),
+    }
+    for name in ref_m:
+        result[name] = {"float32": ref_m[name], "reduced": red_m[name], "change": red_m[name] - ref_m[name]}
+    return result
+
+
+# ---------------------------------------------------------------- the step
+def reduce_precision(
+    package_dir: Path,
+    specs: Sequence[GraphSpec],
+    precision: str,
+    fields: dict[str, Any],
+    model: Any,
+    *,
+    rng: np.random.Generator,
+    validation: ValidationSet | None = None,
+) -> dict[str, Any]:
+    """Replace the verified float32 graphs in ``package_dir`` by reduced-precision ones.
+
+    Returns:
+        the manifest's ``precision_report``: sizes, per-graph largest difference from float32
+        on the verification cases, and the metric comparison.
+    """
+    if precision not in CONVERTERS:
+        raise ValueError(f"precision: expected one of {sorted(CONVERTERS)}, got {precision!r}")
+    keep = package_dir / ".float32"
+    keep.mkdir()
+    try:
+        reference, reduced, differences = {}, {}, {}
+        for spec in specs:
+            path = package_dir / spec.file
+            reference[spec.name] = keep / spec.file
+            shutil.move(path, reference[spec.name])
+            CONVERTERS[precision](reference[spec.name], path)
+            check_graph_file(spec, path)
+            reduced[spec.name] = path
+            differences[spec.name] = _difference(spec, reference[spec.name], path, rng)
+        data = validation or _default_validation(fields, model, rng)
+        sizes = {
+            "float32": sum(p.stat().st_size for p in reference.values()),
+            precision: sum(p.stat().st_size for p in reduced.values()),
+        }
+        sizes["ratio"] = sizes[precision] / sizes["float32"]
+        return {
+            "precision": precision,
+            "size_bytes": sizes,
+            "max_difference_from_float32": differences,
+            "metrics": compare_precision(reduced, reference, fields["kind"], data, model),
+        }
+    finally:
+        shutil.rmtree(keep, ignore_errors=True)
+
+
+def _difference(spec: GraphSpec, reference: Path, reduced: Path, rng: np.random.Generator) -> float:
+    """Largest relative difference of the reduced graph from float32 over the verification cases."""
+    ref, red = make_session(reference), make_session(reduced)
+    worst = 0.0
+    for case in verification_cases(spec, longest=8):
+        feeds = spec.draw(rng, case.batch, case.length)
+        for a, b in zip(red.run(list(spec.outputs), feeds), ref.run(list(spec.outputs), feeds), strict=True):
+            diff = relative_difference(a, b)
+            if not np.isfinite(diff):
+                raise ExportVerificationError(f"{reduced.name}: the {spec.name} graph returns non-finite values at {case}")
+            worst = max(worst, diff)
+    return worst

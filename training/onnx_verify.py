@@ -1,0 +1,185 @@
+"""Checks every exported graph must pass before it goes into a package.
+
+1. ``onnx.checker`` (full check, shape inference included);
+2. every axis promised dynamic is symbolic, under its promised name, in the saved file (both
+   exporters can silently specialise a time axis to the example length);
+3. ONNX Runtime (CPU) equals the PyTorch model on fresh random inputs at several batch sizes
+   and lengths, including lengths beyond any seen in training and mixed-length batches.
+
+Any failure raises :class:`ExportVerificationError` naming the graph and the problem (for
+numbers: the output, the case and the largest difference).
+
+The difference of an output is ``max|ort - torch| / max(1, max|torch|)``: relative to the
+output's magnitude, absolute for outputs smaller than 1 (hidden states, small logits).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from model import RecurrentModel
+from service.package import TensorSpec
+
+from .onnx_graphs import GraphSpec
+
+FLOAT32_TOLERANCE = 1e-4
+
+_ONNX_DTYPES = {
+    onnx.TensorProto.INT64: "int64",
+    onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.FLOAT16: "float16",
+}
+
+
+class ExportVerificationError(RuntimeError):
+    """An exported graph that failed a check; the message names the graph and the problem."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One verification case: batch size and (for sequence graphs) length."""
+
+    batch: int
+    length: int
+
+    def __str__(self) -> str:
+        return f"B={self.batch}, T={self.length}"
+
+
+def verification_cases(spec: GraphSpec, longest: int) -> list[Case]:
+    """Batch sizes 1, 3 and 8 for the step graph; for sequence graphs T=1, T=5 and T=longest
+    (beyond any training length) at several batch sizes."""
+    if not spec.lengths:
+        return [Case(1, 1), Case(3, 1), Case(8, 1)]
+    return [Case(1, 1), Case(3, 5), Case(2, longest), Case(1, longest)]
+
+
+def relative_difference(actual: np.ndarray, expected: np.ndarray) -> float:
+    """``max|actual - expected| / max(1, max|expected|)``; inf for a shape mismatch or NaN."""
+    if actual.shape != expected.shape:
+        return math.inf
+    if expected.size == 0:
+        return 0.0
+    diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+    if not np.all(np.isfinite(diff)):
+        return math.inf
+    return float(diff.max() / max(1.0, float(np.abs(expected).max())))
+
+
+# ---------------------------------------------------------------- static checks
+def _dims(value: onnx.ValueInfoProto) -> tuple[int | str, ...]:
+    dims: list[int | str] = []
+    for dim in value.type.tensor_type.shape.dim:
+        if dim.HasField("dim_param") and dim.dim_param:
+            dims.append(dim.dim_param)
+        elif dim.HasField("dim_value"):
+            dims.append(int(dim.dim_value))
+        else:
+            dims.append("?")
+    return tuple(dims)
+
+
+def graph_io(model: onnx.ModelProto) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """The graph's inputs and outputs with dtypes and shapes (names for symbolic axes)."""
+
+    def specs(values: Iterable[onnx.ValueInfoProto]) -> list[TensorSpec]:
+        out = []
+        for value in values:
+            elem = value.type.tensor_type.elem_type
+            out.append(TensorSpec(value.name, _ONNX_DTYPES.get(elem, f"onnx type {elem}"), _dims(value)))
+        return out
+
+    initializers = {i.name for i in model.graph.initializer}
+    return specs(v for v in model.graph.input if v.name not in initializers), specs(model.graph.output)
+
+
+def check_graph_file(spec: GraphSpec, path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """onnx.checker, names in order, promised dynamic axes symbolic; returns the graph's I/O."""
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:  # the checker raises ValidationError, InferenceError...
+        raise ExportVerificationError(f"{spec.file}: onnx.checker failed: {exc}") from exc
+    model = onnx.load(str(path), load_external_data=False)
+    inputs, outputs = graph_io(model)
+    if [i.name for i in inputs] != list(spec.inputs):
+        raise ExportVerificationError(f"{spec.file}: inputs are {[i.name for i in inputs]}, expected {list(spec.inputs)}")
+    if [o.name for o in outputs] != list(spec.outputs):
+        raise ExportVerificationError(f"{spec.file}: outputs are {[o.name for o in outputs]}, expected {list(spec.outputs)}")
+    for value in inputs:
+        for axis, symbol in spec.dynamic.get(value.name, {}).items():
+            if value.shape[axis] != symbol:
+                raise ExportVerificationError(
+                    f"{spec.file}: input {value.name!r} axis {axis} was promised dynamic ({symbol!r}) "
+                    f"but the saved graph has {value.shape[axis]!r} (shape {list(value.shape)}); "
+                    "the exporter specialised it to the example size"
+                )
+    for value in (*inputs, *outputs):
+        if "?" in value.shape or value.dtype.startswith("onnx type"):
+            raise ExportVerificationError(
+                f"{spec.file}: {value.name!r} has an unnamed axis or unsupported dtype "
+                f"({value.dtype} {list(value.shape)}); every axis must be fixed or named"
+            )
+    return inputs, outputs
+
+
+# ---------------------------------------------------------------- numerical check
+def make_session(path: Path, threads: int = 1) -> Any:
+    """A CPU ONNX Runtime session for verification."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def compare_with_torch(
+    spec: GraphSpec,
+    path: Path,
+    model: RecurrentModel,
+    cases: Sequence[Case],
+    rng: np.random.Generator,
+    tolerance: float = FLOAT32_TOLERANCE,
+) -> dict[str, Any]:
+    """Run ``path`` in ONNX Runtime and ``model`` in PyTorch on fresh inputs for every case.
+
+    Returns:
+        ``{"cases": [...], "max_difference": float, "worst": {"output", "case"}}``.
+    Raises:
+        ExportVerificationError: an output differs by more than ``tolerance`` (the message
+            names the graph, the output, the case and the difference).
+    """
+    session = make_session(path)
+    worst = (0.0, "", "")
+    for case in cases:
+        feeds = spec.draw(rng, case.batch, case.length)
+        expected = spec.reference(model, feeds)
+        actual = dict(zip(spec.outputs, session.run(list(spec.outputs), feeds), strict=True))
+        for name in spec.outputs:
+            diff = relative_difference(actual[name], expected[name])
+            if diff > worst[0] or not worst[1]:
+                worst = (diff, name, str(case))
+            if not diff <= tolerance:
+                detail = (
+                    f"shape {actual[name].shape} vs {expected[name].shape}"
+                    if actual[name].shape != expected[name].shape
+                    else f"largest difference {diff:.3g}"
+                )
+                raise ExportVerificationError(
+                    f"{spec.file}: ONNX Runtime differs from PyTorch on output {name!r} at {case}: "
+                    f"{detail} (tolerance {tolerance:g})"
+                )
+    return {
+        "cases": [str(c) for c in cases],
+        "max_difference": worst[0],
+        "worst": {"output": worst[1], "case": worst[2]},
+        "tolerance": tolerance,
+    }
