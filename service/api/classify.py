@@ -1,0 +1,66 @@
+"""``POST /v1/classify``: 1 to N sequences in, each one's label, class index and probabilities out."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+
+from ..engine.classification import to_classification
+from ..engine.errors import EngineError
+from ..engine.inputs import parse_input
+from .completion_format import now
+from .deps import get_service, require_key, serving_model
+from .errors import APIError, from_engine, request_timeout
+from .schemas import ClassifyRequest, ClassifyResponse, ErrorResponse
+
+router = APIRouter(tags=["classify"])
+
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 422, 429, 503, 504)}
+
+
+@router.post("/v1/classify", response_model=ClassifyResponse, responses=ERRORS,
+             dependencies=[Depends(require_key)], summary="Classify sequences (micro-batched)")
+async def classify(body: ClassifyRequest, request: Request) -> dict[str, Any]:
+    """Inputs are checked against the model's input specification (type, feature size,
+    maximum length, finite numbers); an error names the offending item as ``inputs[i]``."""
+    service = get_service(request)
+    served = serving_model(service, body.model, "classifier")
+    limit = service.settings.max_inputs
+    if len(body.inputs) > limit:
+        raise APIError(400, f"inputs: {len(body.inputs)} sequences exceed the limit of {limit} per request",
+                       code="too_many_inputs", param="inputs")
+    sequences = [parse_input(item, i, served.spec) for i, item in enumerate(body.inputs)]
+    batcher = served.classifier
+    if batcher is None:  # a classifier always has one; kept for type checkers
+        raise APIError(500, f"model {served.name} has no classifier", code="internal_error")
+    future = batcher.submit(sequences)
+    timeout = service.settings.request_timeout_s
+    try:
+        logits = await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+    except TimeoutError:
+        raise request_timeout(timeout) from None
+    except EngineError as exc:
+        raise from_engine(exc) from None
+    labels = served.labels or [str(i) for i in range(len(logits[0]))]
+    data = []
+    for index, row in enumerate(logits):
+        result = to_classification(row, labels)
+        item: dict[str, Any] = {"index": index, "label": result.label, "class_index": result.class_index}
+        if body.return_probabilities:
+            item["probabilities"] = [float(p) for p in result.probabilities]
+        if body.top_k is not None:
+            order = sorted(range(len(labels)), key=lambda c: (-result.probabilities[c], c))[: body.top_k]
+            item["top"] = [{"label": labels[c], "class_index": c, "probability": float(result.probabilities[c])} for c in order]
+        data.append(item)
+    return {
+        "id": f"cls-{uuid.uuid4().hex}",
+        "object": "classification",
+        "created": now(),
+        "model": served.name,
+        "labels": labels,
+        "data": data,
+        "usage": {"inputs": len(sequences), "steps": int(sum(s.shape[0] for s in sequences))},
+    }

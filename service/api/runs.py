@@ -1,0 +1,120 @@
+"""Generation streams seen from the event loop.
+
+A :class:`CompletionRun` starts one stream per prompt (prefill in a worker thread), and
+collects their updates on one asyncio queue: the engine's dispatcher runs the listeners on
+the event loop, one callback per tick. :meth:`CompletionRun.next_updates` waits for the next
+tick and merges everything that arrived meanwhile per stream, so a slow reader receives
+several characters at once instead of falling behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from ..engine.engine import ServedModel
+from ..engine.generation import GenerationEngine, Prefill
+from ..engine.sampling import SamplingParams
+from ..engine.stops import Token
+from ..engine.streams import GenerationStream, StreamUpdate
+
+
+@dataclass
+class Choice:
+    """One prompt of a request and what became of it so far."""
+
+    index: int
+    prompt: str
+    echo: list[Token] | None = None  # the prompt scored, when echo is asked for
+    stream: GenerationStream | None = None  # None when nothing is generated (max_tokens 0)
+    tokens: list[Token] = field(default_factory=list)
+    finish_reason: str | None = None
+
+    @property
+    def generated(self) -> int:
+        return self.stream.generated if self.stream is not None else 0
+
+
+class CompletionRun:
+    """The streams of one completion request (see the module docstring)."""
+
+    def __init__(self, served: ServedModel) -> None:
+        if served.generation is None:
+            raise ValueError(f"model {served.name} is not a language model")
+        self.generation: GenerationEngine = served.generation
+        self.queue: asyncio.Queue[tuple[int, StreamUpdate]] = asyncio.Queue()
+        self.choices: list[Choice] = []
+        self.open: set[int] = set()
+
+    async def start(self, prompts: list[str], params: SamplingParams, *, echo: bool, top: int | None) -> None:
+        """Encode, prefill and submit every prompt; on any failure cancel what started."""
+        try:
+            for index, prompt in enumerate(prompts):
+                await self._start_one(index, prompt, params, echo=echo, top=top)
+        except BaseException:
+            self.cancel()
+            raise
+
+    async def _start_one(self, index: int, prompt: str, params: SamplingParams, *, echo: bool, top: int | None) -> None:
+        generation = self.generation
+        ids = generation.encode(prompt, param="prompt" if index == 0 else f"prompt[{index}]")
+        choice = Choice(index, prompt)
+        self.choices.append(choice)
+        generating = params.max_new > 0
+        if generating:
+            generation.reserve()
+        try:
+            prefill: Prefill = await asyncio.to_thread(generation.prefill, ids)
+            if echo:
+                choice.echo = await asyncio.to_thread(generation.score, prefill, top)
+        except BaseException:
+            if generating:
+                generation.unreserve()
+            raise
+        if not generating:
+            choice.finish_reason = "length"
+            return
+        self.open.add(index)
+        choice.stream = generation.open_stream(prefill, params, lambda update: self.queue.put_nowait((index, update)))
+
+    def start_from(self, prefill: Prefill, params: SamplingParams) -> None:
+        """Generate one stream from a state already computed (a prediction session's)."""
+        self.generation.reserve()
+        choice = Choice(0, "")
+        self.choices.append(choice)
+        self.open.add(0)
+        choice.stream = self.generation.open_stream(prefill, params, lambda update: self.queue.put_nowait((0, update)))
+
+    async def next_updates(self, timeout: float | None = None) -> dict[int, StreamUpdate]:
+        """Wait for at least one update, then merge all that are waiting, per choice index.
+
+        Raises:
+            TimeoutError: nothing arrived within ``timeout`` seconds.
+        """
+        first = await asyncio.wait_for(self.queue.get(), timeout)
+        merged: dict[int, StreamUpdate] = {}
+        for index, update in [first, *self._drain()]:
+            into = merged.setdefault(index, StreamUpdate())
+            into.tokens.extend(update.tokens)
+            into.finish_reason = update.finish_reason or into.finish_reason
+            into.error = update.error or into.error
+        for index, update in merged.items():
+            choice = self.choices[index]
+            choice.tokens.extend(update.tokens)
+            if update.final:
+                self.open.discard(index)
+                choice.finish_reason = update.finish_reason
+        return merged
+
+    def _drain(self) -> list[tuple[int, StreamUpdate]]:
+        items = []
+        while not self.queue.empty():
+            items.append(self.queue.get_nowait())
+        return items
+
+    def cancel(self) -> None:
+        """Stop every stream of the request (a no-op for finished ones)."""
+        for choice in self.choices:
+            if choice.stream is not None:
+                choice.stream.cancel()
+        self.open.clear()

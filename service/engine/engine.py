@@ -1,0 +1,282 @@
+"""The engine: every model package of a directory, loaded, warmed up and served.
+
+Plain Python over ONNX Runtime; it knows nothing about HTTP. Life cycle::
+
+    engine = Engine(EngineConfig(...))
+    engine.load(Path("models"))   # fatal problems raise StartupError
+    engine.warm_up()              # then engine.ready is True
+    ...                           # engine.model(name).generation / .classifier
+    engine.refuse_new_work()      # draining: running streams go on, new ones are refused
+    engine.close_streams()        # end whatever still runs with a final "shutting down" update
+    engine.stop()
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .classification import ClassificationBatcher
+from .errors import ModelNotFound, ShuttingDown, StartupError
+from .generation import GenerationEngine
+from .inputs import InputSpec
+from .observer import Observer
+from .runtime import check_gpu, import_onnxruntime, usable_providers
+from .sampling import SamplingParams
+from .scheduler import Delivery, Dispatch, deliver_inline
+from .sessions import SessionRegistry
+from .stepper import make_step_function
+
+log = logging.getLogger("tlstm.engine")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """What the engine needs from the settings (see ``service.settings.Settings``)."""
+
+    providers: tuple[str, ...] = ("CUDAExecutionProvider", "CPUExecutionProvider")
+    require_gpu: bool = False
+    intra_op_threads: int = 1
+    warmup_runs: int = 2
+    max_streams: int = 64
+    max_queued: int = 1024
+    max_batch: int = 64
+    max_wait_s: float = 0.002
+    max_sessions: int = 64
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> EngineConfig:
+        return cls(
+            providers=tuple(settings.providers),
+            require_gpu=settings.require_gpu,
+            intra_op_threads=settings.intra_op_threads,
+            warmup_runs=settings.warmup_runs,
+            max_streams=settings.max_streams,
+            max_queued=settings.max_queued,
+            max_batch=settings.max_batch,
+            max_wait_s=settings.max_wait_ms / 1000.0,
+            max_sessions=settings.max_sessions,
+        )
+
+
+@dataclass
+class ServedModel:
+    """One loaded package and the machinery serving it.
+
+    Attributes:
+        name: the model's id (the package's name).
+        kind: "lm" or "classifier".
+        package: the loaded ``service.package.ModelPackage``.
+        spec: its input specification.
+        generation: the generation engine (language models).
+        classifier: the micro-batcher (classifiers).
+    """
+
+    name: str
+    kind: str
+    package: Any
+    spec: InputSpec
+    generation: GenerationEngine | None = None
+    classifier: ClassificationBatcher | None = None
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self.package.manifest
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self.package.providers)
+
+    @property
+    def labels(self) -> list[str] | None:
+        return self.manifest.get("labels")
+
+    @property
+    def vocab(self) -> list[str] | None:
+        return self.manifest.get("vocab")
+
+    def describe(self) -> dict[str, Any]:
+        """The model's public description (``/v1/models`` and ``/info``)."""
+        manifest = self.manifest
+        config = manifest.get("config") or {}
+        return {
+            "kind": self.kind,
+            "depth": manifest.get("depth"),
+            "input": {"type": self.spec.type, "size": self.spec.size, "max_length": self.spec.max_length},
+            "vocab_size": len(self.vocab) if self.vocab else None,
+            "labels": self.labels,
+            "providers": self.providers,
+            "provider": self.providers[0] if self.providers else None,
+            "architecture": {k: config.get(k) for k in ("arch", "order", "tensor_size", "kernel_size", "channels", "cell", "norm")},
+            "code_version": manifest.get("code_version"),
+            "created": manifest.get("created"),
+        }
+
+
+class Engine:
+    """All served models (see the module docstring).
+
+    Args:
+        config: providers, threads and limits.
+        dispatch: how generation updates reach their listeners (default: on the engine's
+            threads; the HTTP app passes one that hands them to its event loop).
+        observer: metrics hooks.
+    """
+
+    def __init__(
+        self, config: EngineConfig, *, dispatch: Dispatch = deliver_inline, observer: Observer | None = None
+    ) -> None:
+        self.config = config
+        self._dispatch = dispatch
+        self.observer = observer or Observer()
+        self.models: dict[str, ServedModel] = {}
+        self.sessions = SessionRegistry(config.max_sessions)
+        self.ready = False
+        self.draining = False
+        self.providers_available: list[str] = []
+
+    # ------------------------------------------------------------------ start-up
+    def load(self, models_dir: Path) -> None:
+        """Load every package under ``models_dir`` (one per subdirectory with a manifest.json).
+
+        Raises:
+            StartupError: no onnxruntime, no usable provider, a missing or empty directory, a
+                package the loader rejects, or (with ``require_gpu``) a model not on CUDA.
+        """
+        ort = import_onnxruntime()
+        self.providers_available = list(ort.get_available_providers())
+        providers = usable_providers(self.config.providers)
+        try:
+            from service.package import PackageError, load_package
+        except ImportError as exc:
+            raise StartupError(f"the package loader is not importable: {exc}") from exc
+        models_dir = Path(models_dir)
+        if not models_dir.is_dir():
+            raise StartupError(f"models directory {models_dir} does not exist (set --models or TLSTM_MODELS_DIR)")
+        paths = sorted(p for p in models_dir.iterdir() if (p / "manifest.json").is_file())
+        if not paths:
+            raise StartupError(
+                f"models directory {models_dir} holds no model package (expected subdirectories "
+                "with a manifest.json, as written by `tlstm export`)"
+            )
+        for path in paths:
+            try:
+                package = load_package(path, providers=providers, intra_op_threads=self.config.intra_op_threads)
+            except PackageError as exc:
+                raise StartupError(f"cannot load model package {path}: {exc}") from exc
+            check_gpu(package.name, package.providers, self.config.require_gpu)
+            if package.name in self.models:
+                raise StartupError(f"two packages are named {package.name!r}; model names must be unique")
+            self.models[package.name] = self._serve(package)
+            log.info("loaded model %s (%s) from %s", package.name, package.kind, path)
+
+    def set_dispatch(self, dispatch: Dispatch) -> None:
+        """Change how generation updates reach their listeners (e.g. onto an event loop)."""
+        self._dispatch = dispatch
+
+    def _deliver(self, items: Delivery) -> None:
+        self._dispatch(items)
+
+    def _serve(self, package: Any) -> ServedModel:
+        spec = InputSpec.from_manifest(package.manifest)
+        served = ServedModel(name=package.name, kind=package.kind, package=package, spec=spec)
+        cfg = self.config
+        if package.kind == "lm":
+            served.generation = GenerationEngine(
+                package.name, package.manifest["vocab"], make_step_function(package),
+                max_streams=cfg.max_streams, dispatch=self._deliver, observer=self.observer,
+            )
+            served.generation.scheduler.start()
+        elif package.kind == "classifier":
+            session = package.sessions["classify"]
+
+            def classify(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+                return session.run(["logits"], {"x": x, "lengths": lengths})[0]
+
+            served.classifier = ClassificationBatcher(
+                package.name, classify, spec, max_batch=cfg.max_batch, max_wait_s=cfg.max_wait_s,
+                max_queued=cfg.max_queued, observer=self.observer,
+            )
+            served.classifier.start()
+        else:
+            raise StartupError(f"model {package.name}: unknown kind {package.kind!r}; expected 'lm' or 'classifier'")
+        return served
+
+    def warm_up(self) -> None:
+        """Run every graph ``warmup_runs`` times at a few batch sizes, then report ready."""
+        started = time.perf_counter()
+        for _ in range(self.config.warmup_runs):
+            for served in self.models.values():
+                if served.generation is not None:
+                    self._warm_generation(served.generation)
+                if served.classifier is not None:
+                    self._warm_classifier(served.classifier, served.spec)
+        self.ready = True
+        log.info("warm-up done in %.2f s; %d model(s) ready", time.perf_counter() - started, len(self.models))
+
+    def _warm_generation(self, generation: GenerationEngine) -> None:
+        step = generation.step_fn
+        for batch in (1, 8, min(self.config.max_streams, 32)):
+            step.step(np.zeros(batch, dtype=np.int64), step.initial_state(batch))
+        generation.complete(np.zeros(8, dtype=np.int64), SamplingParams(max_new=4, temperature=0), timeout=60)
+
+    def _warm_classifier(self, batcher: ClassificationBatcher, spec: InputSpec) -> None:
+        length = min(spec.max_length, 16)
+        one = np.zeros((length,), np.int64) if spec.type == "tokens" else np.zeros((length, spec.size), np.float32)
+        for count in (1, min(self.config.max_batch, 16)):
+            batcher.submit([one] * count).result(timeout=60)
+
+    # ------------------------------------------------------------------ serving
+    def model(self, name: str) -> ServedModel:
+        """The served model ``name``; raises ModelNotFound listing the served ones."""
+        try:
+            return self.models[name]
+        except KeyError:
+            raise ModelNotFound(
+                f"model {name!r} does not exist; served models: {sorted(self.models)}", param="model"
+            ) from None
+
+    def active_streams(self, name: str) -> int:
+        served = self.models[name]
+        return served.generation.scheduler.active if served.generation else 0
+
+    def queued(self, name: str) -> int:
+        served = self.models[name]
+        return served.classifier.queued if served.classifier else 0
+
+    # ------------------------------------------------------------------ shutdown
+    def refuse_new_work(self) -> None:
+        """Draining: new streams and classifications are refused, running ones go on."""
+        self.draining = True
+        error = ShuttingDown("the service is shutting down; no new work is accepted")
+        for served in self.models.values():
+            if served.generation is not None:
+                served.generation.scheduler.refuse(error)
+            if served.classifier is not None:
+                served.classifier.close(error)
+
+    def busy(self) -> int:
+        """Streams still running plus classifications still queued."""
+        return sum(self.active_streams(n) + self.queued(n) for n in self.models)
+
+    def close_streams(self) -> None:
+        """End every running stream with a final shutting-down update."""
+        error = ShuttingDown("the service is shutting down; the stream was closed")
+        for served in self.models.values():
+            if served.generation is not None:
+                served.generation.scheduler.close_all(error)
+
+    def stop(self) -> None:
+        """Stop every worker thread (streams still running are closed first)."""
+        self.ready = False
+        for served in self.models.values():
+            if served.generation is not None:
+                served.generation.scheduler.stop()
+            if served.classifier is not None:
+                served.classifier.stop()

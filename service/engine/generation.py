@@ -1,0 +1,180 @@
+"""Character generation for one language-model package: encode, prefill, score, stream.
+
+:meth:`GenerationEngine.open_stream` is blocking (it runs the prompt's prefill) and is meant
+to be called from a worker thread; the stream it returns is advanced by the model's
+:class:`~service.engine.scheduler.GenerationScheduler`. :meth:`GenerationEngine.complete` is
+the blocking all-in-one used by tools and benchmarks.
+
+Shapes: ``T`` prompt length, ``S`` vocabulary size.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import EngineError, InvalidRequest
+from .observer import Observer
+from .sampling import SamplingParams, log_softmax, top_alternatives
+from .scheduler import Dispatch, GenerationScheduler, deliver_inline
+from .stepper import State, StepFunction
+from .stops import Token
+from .streams import GenerationStream, StreamUpdate
+
+
+@dataclass
+class Prefill:
+    """A prompt after the model read it.
+
+    Attributes:
+        ids: (T,) the prompt's token ids.
+        logits: (S,) the prediction after the last prompt character.
+        all_logits: (T, S); row t predicts token t+1.
+        state: the committed state after the prompt, arrays (1, ...).
+    """
+
+    ids: np.ndarray
+    logits: np.ndarray
+    all_logits: np.ndarray
+    state: State
+
+
+@dataclass
+class Completion:
+    """The result of :meth:`GenerationEngine.complete`."""
+
+    text: str
+    tokens: list[Token]
+    finish_reason: str | None
+    error: EngineError | None = None
+
+
+class GenerationEngine:
+    """Generation for one language model (see the module docstring).
+
+    Args:
+        model: the model's name.
+        vocab: the text of every token id (one character each for character models).
+        step_fn: the model's step function.
+        max_streams: concurrent streams of this model.
+        dispatch: how updates reach listeners (see ``scheduler.Dispatch``).
+        observer: metrics hooks.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        vocab: Sequence[str],
+        step_fn: StepFunction,
+        *,
+        max_streams: int,
+        dispatch: Dispatch = deliver_inline,
+        observer: Observer | None = None,
+    ) -> None:
+        self.model = model
+        self.vocab = list(vocab)
+        self.step_fn = step_fn
+        self.scheduler = GenerationScheduler(
+            model, step_fn, max_streams=max_streams, dispatch=dispatch, observer=observer
+        )
+        self._ids = {text: i for i, text in enumerate(self.vocab)}
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    # ------------------------------------------------------------------ prompts
+    def encode(self, text: str, *, param: str = "prompt") -> np.ndarray:
+        """Token ids of ``text``, one per character. (T,) int64
+
+        Raises:
+            InvalidRequest: naming the first character (and its position) not in the vocabulary.
+        """
+        ids = np.empty(len(text), dtype=np.int64)
+        for position, char in enumerate(text):
+            index = self._ids.get(char)
+            if index is None:
+                raise InvalidRequest(
+                    f"{param}: character {char!r} at position {position} is not in the "
+                    f"vocabulary of model {self.model} ({len(self.vocab)} characters: "
+                    f"{''.join(v for v in self.vocab if len(v) == 1)!r})",
+                    param=param,
+                )
+            ids[position] = index
+        return ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return "".join(self.vocab[i] for i in ids)
+
+    def prefill(self, ids: np.ndarray, state: State | None = None) -> Prefill:
+        """Read a prompt (T,) from ``state`` (zeros when None). Blocking; thread-safe."""
+        if ids.ndim != 1 or ids.shape[0] == 0:
+            raise InvalidRequest("prompt: expected at least one character", param="prompt")
+        if state is None:
+            state = self.step_fn.initial_state(1)
+        logits, all_logits, new_state = self.step_fn.prefill(ids.reshape(1, -1), state)
+        return Prefill(ids=ids, logits=logits[0], all_logits=all_logits[0], state=new_state)
+
+    def score(self, prefill: Prefill, top: int | None) -> list[Token]:
+        """The prompt's characters with their log-probabilities (echo).
+
+        The first character has no prediction (logprob None); character t+1 is scored by row
+        t of ``all_logits``. ``top`` alternatives are listed per position when not None.
+        """
+        tokens = [Token(int(prefill.ids[0]), self.vocab[int(prefill.ids[0])], None, None)]
+        for t in range(1, prefill.ids.shape[0]):
+            logprobs = log_softmax(prefill.all_logits[t - 1])
+            token_id = int(prefill.ids[t])
+            alternatives = None
+            if top is not None:
+                alternatives = tuple((self.vocab[i], lp) for i, lp in top_alternatives(logprobs, top))
+            tokens.append(Token(token_id, self.vocab[token_id], float(logprobs[token_id]), alternatives))
+        return tokens
+
+    # ------------------------------------------------------------------ streams
+    def open_stream(
+        self,
+        prefill: Prefill,
+        params: SamplingParams,
+        listener: Callable[[StreamUpdate], None],
+    ) -> GenerationStream:
+        """Start generating after ``prefill``; the caller must hold a slot (:meth:`reserve`)."""
+        stream = GenerationStream(self.vocab, params, prefill.state, prefill.logits, listener)
+        self.scheduler.submit(stream)
+        return stream
+
+    def reserve(self) -> None:
+        """Claim a stream slot (raises Overloaded or ShuttingDown)."""
+        self.scheduler.reserve()
+
+    def unreserve(self) -> None:
+        self.scheduler.unreserve()
+
+    def complete(self, prompt: str | np.ndarray, params: SamplingParams, timeout: float | None = None) -> Completion:
+        """Generate from ``prompt`` (text or (T,) token ids) and wait for the end. Blocking."""
+        ids = self.encode(prompt) if isinstance(prompt, str) else prompt
+        self.reserve()
+        try:
+            prefill = self.prefill(ids)
+        except BaseException:
+            self.unreserve()
+            raise
+        done = threading.Event()
+        tokens: list[Token] = []
+        final: list[StreamUpdate] = []
+
+        def listen(update: StreamUpdate) -> None:
+            tokens.extend(update.tokens)
+            if update.final:
+                final.append(update)
+                done.set()
+
+        stream = self.open_stream(prefill, params, listen)
+        if not done.wait(timeout):
+            stream.cancel()
+            raise TimeoutError(f"generation did not finish within {timeout} s")
+        last = final[0]
+        return Completion("".join(t.text for t in tokens), tokens, last.finish_reason, last.error)

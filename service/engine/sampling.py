@@ -1,0 +1,112 @@
+"""Choosing the next character from a model's logits.
+
+Every request owns a :class:`Sampler` with its own ``numpy.random.Generator`` seeded from the
+request, and draws exactly one uniform number per sampled (non-greedy) character. Nothing
+depends on the other rows of a batch, so a seeded request gives the same text alone or among
+many others. All arithmetic on one row is done in float64 on that row alone.
+
+Shapes: ``S`` is the vocabulary size; logits of one position are ``(S,)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InvalidRequest
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How one stream picks characters and when it stops.
+
+    Attributes:
+        max_new: characters to generate at most (>= 0).
+        temperature: 0 is greedy (argmax); otherwise logits are divided by it.
+        top_k: keep the k most likely characters (0 keeps all).
+        top_p: keep the smallest set of most likely characters whose probability reaches p.
+        seed: seeds the stream's own generator; None draws a fresh seed.
+        stop: strings that end the generation; they are not part of the returned text.
+        logprobs: report this many top alternatives per character (None: no log-probs).
+    """
+
+    max_new: int = 16
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    logprobs: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_new, bool) or not isinstance(self.max_new, int) or self.max_new < 0:
+            raise InvalidRequest(f"expected max_tokens >= 0, got {self.max_new!r}", param="max_tokens")
+        if not (isinstance(self.temperature, int | float) and math.isfinite(self.temperature) and self.temperature >= 0):
+            raise InvalidRequest(f"expected a temperature >= 0, got {self.temperature!r}", param="temperature")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
+            raise InvalidRequest(f"expected top_k >= 0 (0 keeps all), got {self.top_k!r}", param="top_k")
+        if not (isinstance(self.top_p, int | float) and 0 < self.top_p <= 1):
+            raise InvalidRequest(f"expected 0 < top_p <= 1, got {self.top_p!r}", param="top_p")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0):
+            raise InvalidRequest(f"expected a seed >= 0, got {self.seed!r}", param="seed")
+        for stop in self.stop:
+            if not isinstance(stop, str) or not stop:
+                raise InvalidRequest(f"expected non-empty stop strings, got {stop!r}", param="stop")
+        if self.logprobs is not None and (isinstance(self.logprobs, bool) or not isinstance(self.logprobs, int) or self.logprobs < 0):
+            raise InvalidRequest(f"expected logprobs >= 0, got {self.logprobs!r}", param="logprobs")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Log-probabilities of one position, float64. (S,) -> (S,)"""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max()
+    return z - math.log(np.exp(z).sum())
+
+
+def top_alternatives(logprobs: np.ndarray, k: int) -> list[tuple[int, float]]:
+    """The k most likely ids with their log-probabilities, most likely first (ties: lower id)."""
+    k = min(k, logprobs.shape[0])
+    if k <= 0:
+        return []
+    order = np.argsort(-logprobs, kind="stable")[:k]
+    return [(int(i), float(logprobs[i])) for i in order]
+
+
+class Sampler:
+    """One stream's choice of characters (see the module docstring)."""
+
+    def __init__(self, params: SamplingParams) -> None:
+        self.params = params
+        self.rng = np.random.default_rng(params.seed)
+
+    def choose(self, logits: np.ndarray) -> int:
+        """The next id from one position's logits (S,)."""
+        p = self.params
+        if p.greedy:
+            return int(np.argmax(logits))
+        z = np.asarray(logits, dtype=np.float64) / p.temperature
+        if 0 < p.top_k < z.shape[0]:
+            kth = np.partition(z, -p.top_k)[-p.top_k]
+            z = np.where(z >= kth, z, -np.inf)
+        probs = np.exp(z - z.max())
+        probs /= probs.sum()
+        if p.top_p < 1.0:
+            order = np.argsort(-probs, kind="stable")
+            cumulative = np.cumsum(probs[order])
+            keep = int(np.searchsorted(cumulative, p.top_p)) + 1  # smallest set reaching top_p
+            mask = np.zeros_like(probs, dtype=bool)
+            mask[order[:keep]] = True
+            probs = np.where(mask, probs, 0.0)
+        cumulative = np.cumsum(probs)
+        u = self.rng.random() * cumulative[-1]
+        index = int(np.searchsorted(cumulative, u, side="right"))
+        index = min(index, probs.shape[0] - 1)
+        while probs[index] == 0.0 and index > 0:  # u landed exactly on a boundary of a cut id
+            index -= 1
+        return index

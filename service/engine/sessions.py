@@ -1,0 +1,123 @@
+"""Streaming prediction sessions: text arrives piece by piece, a prediction follows each character.
+
+A :class:`PredictionSession` keeps a language model's committed state between messages.
+:meth:`PredictionSession.append` reads new text with one prefill call and returns, for every
+character, its log-probability under the previous prediction and the most likely next
+characters. A continuation is generated from a *copy* of the state (the session stays at the
+text the client sent). :class:`SessionRegistry` caps how many sessions are open at once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InvalidRequest, Overloaded
+from .generation import GenerationEngine, Prefill
+from .sampling import log_softmax, top_alternatives
+from .stepper import State
+
+_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the model says after one character.
+
+    Attributes:
+        char: the character just read.
+        position: its index in the session's text (0-based).
+        logprob: its log-probability under the previous prediction (None for the first).
+        top: the most likely next characters as (text, probability), most likely first.
+    """
+
+    char: str
+    position: int
+    logprob: float | None
+    top: tuple[tuple[str, float], ...]
+
+
+class PredictionSession:
+    """One client's running text on one language model (see the module docstring)."""
+
+    def __init__(self, engine: GenerationEngine, top_k: int) -> None:
+        self.id = next(_ids)
+        self.engine = engine
+        self.top_k = top_k
+        self.length = 0
+        self._state: State = engine.step_fn.initial_state(1)
+        self._logits: np.ndarray | None = None  # (S,) after the last character
+        self._lock = threading.Lock()
+
+    def append(self, text: str) -> list[Prediction]:
+        """Read ``text``; one prediction per character. Blocking (one prefill call).
+
+        Raises:
+            InvalidRequest: for an empty text or a character outside the vocabulary (the
+                session is unchanged).
+        """
+        ids = self.engine.encode(text, param="text")
+        if ids.shape[0] == 0:
+            raise InvalidRequest("text: expected at least one character", param="text")
+        with self._lock:
+            prefill = self.engine.prefill(ids, self._state)
+            previous = self._logits
+            predictions = []
+            for t, token_id in enumerate(ids):
+                before = previous if t == 0 else prefill.all_logits[t - 1]
+                logprob = None if before is None else float(log_softmax(before)[token_id])
+                after = log_softmax(prefill.all_logits[t])
+                top = tuple(
+                    (self.engine.vocab[i], float(np.exp(lp))) for i, lp in top_alternatives(after, self.top_k)
+                )
+                predictions.append(Prediction(self.engine.vocab[int(token_id)], self.length + t, logprob, top))
+            self._state, self._logits = prefill.state, prefill.logits
+            self.length += ids.shape[0]
+        return predictions
+
+    def reset(self) -> None:
+        """Forget all text: back to the zero state."""
+        with self._lock:
+            self._state = self.engine.step_fn.initial_state(1)
+            self._logits = None
+            self.length = 0
+
+    def continuation_start(self) -> Prefill:
+        """The current state and prediction, as the starting point of a generated continuation.
+
+        Raises:
+            InvalidRequest: before any text was appended (there is no prediction yet).
+        """
+        with self._lock:
+            if self._logits is None:
+                raise InvalidRequest("send some text before asking for a continuation", param="text")
+            empty = np.zeros(0, dtype=np.int64)
+            return Prefill(ids=empty, logits=self._logits, all_logits=np.zeros((0, 0), np.float32), state=self._state)
+
+
+class SessionRegistry:
+    """Counts open sessions against a cap shared by all models."""
+
+    def __init__(self, max_sessions: int) -> None:
+        self.max_sessions = max_sessions
+        self._open: dict[int, PredictionSession] = {}
+        self._lock = threading.Lock()
+
+    def open(self, engine: GenerationEngine, top_k: int) -> PredictionSession:
+        with self._lock:
+            if len(self._open) >= self.max_sessions:
+                raise Overloaded(f"all {self.max_sessions} prediction sessions are in use; retry later")
+            session = PredictionSession(engine, top_k)
+            self._open[session.id] = session
+            return session
+
+    def close(self, session: PredictionSession) -> None:
+        with self._lock:
+            self._open.pop(session.id, None)
+
+    def count(self, model: str | None = None) -> int:
+        with self._lock:
+            return sum(1 for s in self._open.values() if model is None or s.engine.model == model)

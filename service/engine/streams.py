@@ -1,0 +1,118 @@
+"""One generation stream: its state, its sampler and the updates it emits.
+
+A stream is created with the state and logits after its prompt (the prefill), handed to the
+:class:`~service.engine.scheduler.GenerationScheduler`, and from then on advanced only by the
+scheduler thread through :meth:`GenerationStream.advance`. Its owner reads the
+:class:`StreamUpdate` objects passed to ``listener`` and may call :meth:`cancel` from any
+thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import EngineError
+from .sampling import Sampler, SamplingParams, log_softmax, top_alternatives
+from .stepper import State
+from .stops import StopMatcher, Token
+
+_ids = itertools.count()
+
+
+@dataclass
+class StreamUpdate:
+    """What one tick produced for one stream.
+
+    Attributes:
+        tokens: the characters released by this tick (stop-string look-behind may hold some
+            back and release several at once).
+        finish_reason: "stop" or "length" when the stream ended normally, else None.
+        error: set when the stream was ended by the service (shutdown, internal failure).
+    """
+
+    tokens: list[Token] = field(default_factory=list)
+    finish_reason: str | None = None
+    error: EngineError | None = None
+
+    @property
+    def final(self) -> bool:
+        return self.finish_reason is not None or self.error is not None
+
+
+class GenerationStream:
+    """A stream of characters sampled from a language model (see the module docstring).
+
+    Args:
+        vocab: text of every token id.
+        params: sampling parameters.
+        state: the committed state after the prompt, arrays of shape (1, ...).
+        logits: (S,) the prediction after the prompt's last character.
+        listener: called with each :class:`StreamUpdate` (on the thread the engine's
+            dispatcher chooses).
+    """
+
+    def __init__(
+        self,
+        vocab: Sequence[str],
+        params: SamplingParams,
+        state: State,
+        logits: np.ndarray,
+        listener: Callable[[StreamUpdate], None],
+    ) -> None:
+        self.id = next(_ids)
+        self.vocab = vocab
+        self.params = params
+        self.state = state
+        self.initial_logits = logits
+        self.listener = listener
+        self.sampler = Sampler(params)
+        self.stops = StopMatcher(params.stop)
+        self.generated = 0
+        self.next_id = -1
+        self.done = False
+        self.finish_reason: str | None = None
+        self.cancelled = False
+        self.created = time.perf_counter()
+        self.first_token_at: float | None = None
+
+    def cancel(self) -> None:
+        """Stop generating; the scheduler drops the stream at its next tick."""
+        self.cancelled = True
+
+    def advance(self, logits: np.ndarray) -> StreamUpdate:
+        """Sample the next character from one row of logits (S,) (scheduler thread only)."""
+        params = self.params
+        if params.max_new == 0:
+            return self._end(StreamUpdate(finish_reason="length"))
+        token_id = self.sampler.choose(logits)
+        token = Token(token_id, self.vocab[token_id])
+        if params.logprobs is not None:
+            logprobs = log_softmax(logits)
+            top = tuple((self.vocab[i], lp) for i, lp in top_alternatives(logprobs, params.logprobs))
+            token = Token(token_id, token.text, float(logprobs[token_id]), top)
+        self.generated += 1
+        self.next_id = token_id
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        released = self.stops.push(token)
+        if self.stops.stopped:
+            return self._end(StreamUpdate(released, finish_reason="stop"))
+        if self.generated >= params.max_new:
+            return self._end(StreamUpdate(released + self.stops.flush(), finish_reason="length"))
+        return StreamUpdate(released)
+
+    def abort(self, error: EngineError) -> StreamUpdate:
+        """End the stream because of the service (scheduler thread only)."""
+        self.done = True
+        self.finish_reason = error.code
+        return StreamUpdate(self.stops.flush(), error=error)
+
+    def _end(self, update: StreamUpdate) -> StreamUpdate:
+        self.done = True
+        self.finish_reason = update.finish_reason
+        return update

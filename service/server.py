@@ -1,0 +1,134 @@
+"""``tlstm serve``: load the model packages, then serve them with uvicorn until SIGTERM.
+
+    tlstm serve --models models --host 127.0.0.1 --port 8000
+
+Options override the ``TLSTM_`` environment (see ``service.settings``). Problems found at
+start-up (no onnxruntime, no models, a damaged package, a required GPU missing) end the
+command with a one-line message and exit status 2.
+
+On SIGTERM (or Ctrl+C) the service drains: readiness turns 503, new work is refused, open
+streams get until the grace period (``TLSTM_SHUTDOWN_GRACE_S``) to finish and are then closed
+with a final event, WebSocket sessions are closed, and the process exits with status 0. A
+second signal forces the exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import socket
+import sys
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from pydantic import ValidationError
+
+from .engine.engine import Engine, EngineConfig
+from .engine.errors import StartupError
+from .metrics import Metrics
+from .settings import Settings, get_settings
+
+log = logging.getLogger("tlstm.service")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tlstm serve",
+        description="Serve every model package of a directory over HTTP (OpenAI-compatible "
+        "completions, classification, WebSocket prediction sessions).",
+    )
+    parser.add_argument("--models", metavar="DIR", help="directory of model packages (TLSTM_MODELS_DIR, default: models)")
+    parser.add_argument("--host", help="address to listen on (TLSTM_HOST, default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="TCP port (TLSTM_PORT, default: 8000; 0 picks a free one)")
+    parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"],
+                        help="log level (TLSTM_LOG_LEVEL, default: info)")
+    return parser
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's Server with a graceful SIGTERM: drain the service, then exit (status 0)."""
+
+    def __init__(self, config: uvicorn.Config, grace_s: float) -> None:
+        super().__init__(config)
+        self.grace_s = grace_s
+        self.drain_task: asyncio.Task[None] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.drain_task is not None:  # a second signal: stop now
+            self.force_exit = True
+            self.should_exit = True
+            return
+        if self.loop is None or not self.started:  # not serving yet: uvicorn's own behaviour
+            super().handle_exit(sig, frame)
+            return
+        log.info("received %s: draining for up to %.1f s", signal.Signals(sig).name, self.grace_s)
+        self.drain_task = self.loop.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        service = _find_service(self.config.loaded_app)
+        try:
+            if service is not None:
+                await service.drain(self.grace_s)
+        finally:
+            self.should_exit = True
+
+
+def _find_service(app: Any) -> Any:
+    """The Service on the FastAPI app under uvicorn's middleware wrappers."""
+    while app is not None:
+        state = getattr(app, "state", None)
+        if state is not None and getattr(state, "service", None) is not None:
+            return state.service
+        app = getattr(app, "app", None)
+    return None
+
+
+def serve(settings: Settings) -> int:
+    """Load, then serve until stopped. Returns the exit status."""
+    from .app import create_app
+
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    metrics = Metrics()
+    engine = Engine(EngineConfig.from_settings(settings), observer=metrics)
+    try:
+        engine.load(settings.models_dir)
+    except StartupError as exc:
+        print(f"tlstm serve: {exc}", file=sys.stderr)
+        engine.stop()
+        return 2
+    app = create_app(settings, engine=engine)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=max(1, int(min(5.0, 0.3 * settings.shutdown_grace_s))),
+        ws_max_size=settings.max_body_bytes,
+    )
+    server = DrainingServer(config, settings.shutdown_grace_s)
+    server.run()
+    return 0 if server.started else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = get_settings(models_dir=args.models, host=args.host, port=args.port, log_level=args.log_level)
+    except ValidationError as exc:
+        problems = "; ".join(f"TLSTM_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+        print(f"tlstm serve: invalid settings: {problems}", file=sys.stderr)
+        return 2
+    return serve(settings)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
