@@ -44,7 +44,7 @@ def measure(engine: str, depths: list[int], args: argparse.Namespace) -> dict[in
         x = torch.randint(0, args.vocab, (args.batch, args.length), device=device)
         target = torch.randint(0, args.vocab, (args.batch, args.length), device=device)
 
-        def run() -> None:
+        def run(model=model, x=x, target=target) -> None:
             logits = model(x)
             loss = torch.nn.functional.cross_entropy(logits.reshape(-1, args.vocab), target.reshape(-1))
             loss.backward()

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from model import TLSTM, TLSTMConfig, build_model
+from model import TLSTMConfig, build_model
 
 from .variants import R, S, baseline_configs, config_id, tlstm_configs
 
