@@ -1,0 +1,137 @@
+"""``chars``: character language modelling on any text or byte file.
+
+Data, in order of precedence:
+
+* no path: the default corpus, the running Python standard library's docstrings
+  (:mod:`training.corpus`), modelled as characters;
+* a file of exactly 100,000,000 bytes: enwik8 (the Hutter Prize file), modelled as bytes and
+  split 90M/5M/5M as in the paper; its vocabulary is the byte values it contains (205);
+* any other file: modelled as characters when it is valid UTF-8, else as bytes, split
+  90%/5%/5% in file order.
+
+Vocabulary entries are one-character strings: the character itself, or for byte models the
+byte's Latin-1 character ``chr(b)`` (``settings["encoding"] == "bytes"`` says which).
+Token ids follow the sorted order of the symbols present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..corpus import collect_docstrings, corpus_fingerprint, python_version
+from .base import DataError
+from .lm import LanguageModelTask
+
+ENWIK8_BYTES = 100_000_000
+ENWIK8_SPLIT = (90_000_000, 5_000_000, 5_000_000)
+FILE_FRACTIONS = (0.90, 0.05)  # train, valid; the rest is test
+MIN_SYMBOLS = 100
+DEFAULT_BPTT = 100
+
+OPTIONS = ("data", "encoding", "bptt")  # the command-line options that build() takes
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("chars task")
+    group.add_argument("--data", default=None, metavar="PATH",
+                       help="text or byte file (enwik8 recognised by its size); default: the Python "
+                            "standard library's docstrings")
+    group.add_argument("--encoding", choices=["auto", "chars", "bytes"], default="auto",
+                       help="model characters or bytes; auto: characters for UTF-8 text, bytes otherwise")
+    group.add_argument("--bptt", type=int, default=DEFAULT_BPTT,
+                       help="truncated backpropagation length (segment steps)")
+
+
+def split_sizes(total: int, enwik8: bool) -> tuple[int, int, int]:
+    """(train, valid, test) symbol counts: 90M/5M/5M for enwik8, else 90%/5%/5%."""
+    if enwik8:
+        return ENWIK8_SPLIT
+    train = int(total * FILE_FRACTIONS[0])
+    valid = int(total * FILE_FRACTIONS[1])
+    return train, valid, total - train - valid
+
+
+def _split(ids: np.ndarray, enwik8: bool) -> dict[str, np.ndarray]:
+    train, valid, _ = split_sizes(len(ids), enwik8)
+    return {"train": ids[:train], "valid": ids[train : train + valid], "test": ids[train + valid :]}
+
+
+def _encode_bytes(raw: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """(N,) uint8 -> (ids (N,) uint8 in sorted byte order, vocab of chr(byte))."""
+    present = np.flatnonzero(np.bincount(raw, minlength=256))
+    table = np.zeros(256, dtype=np.uint8)
+    table[present] = np.arange(len(present), dtype=np.uint8)
+    return table[raw], [chr(int(b)) for b in present]
+
+
+def _encode_chars(text: str) -> tuple[np.ndarray, list[str]]:
+    """A string -> (ids in sorted code-point order, vocab of characters)."""
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    present, ids = np.unique(codes, return_inverse=True)
+    dtype = np.uint8 if len(present) <= 256 else np.int32
+    return ids.astype(dtype), [chr(int(c)) for c in present]
+
+
+def load(data: str | None, encoding: str = "auto") -> tuple[dict[str, np.ndarray], list[str], dict[str, Any]]:
+    """Read and split the data; returns (splits, vocab, settings describing the source).
+
+    Raises:
+        DataError: missing, empty, too short or undecodable file.
+        ValueError: an unknown encoding.
+    """
+    if encoding not in ("auto", "chars", "bytes"):
+        raise ValueError(f"encoding: expected one of ['auto', 'chars', 'bytes'], got {encoding!r}")
+    if data is None:
+        if encoding == "bytes":
+            raise ValueError("encoding: the default corpus is modelled as characters; expected 'auto' or 'chars'")
+        text = collect_docstrings()
+        ids, vocab = _encode_chars(text)
+        source = {"corpus": "python-stdlib-docstrings", "python": python_version(),
+                  "fingerprint": corpus_fingerprint(text), "encoding": "chars"}
+        return _split(ids, enwik8=False), vocab, source
+    path = Path(data)
+    if not path.is_file():
+        raise DataError(f"--data {path}: no such file; expected a text or byte file (e.g. enwik8)")
+    raw = np.fromfile(path, dtype=np.uint8)
+    if len(raw) < MIN_SYMBOLS:
+        raise DataError(f"--data {path}: {len(raw)} bytes; expected at least {MIN_SYMBOLS} to split 90/5/5")
+    enwik8 = len(raw) == ENWIK8_BYTES
+    fingerprint = "sha256:" + hashlib.sha256(memoryview(raw)).hexdigest()
+    if encoding == "auto":
+        encoding = "bytes" if enwik8 else "chars"
+        if encoding == "chars":
+            try:
+                raw.tobytes().decode("utf-8")
+            except UnicodeDecodeError:
+                encoding = "bytes"
+    if encoding == "bytes":
+        ids, vocab = _encode_bytes(raw)
+    else:
+        try:
+            text = raw.tobytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"--data {path}: not valid UTF-8 ({exc}); use --encoding bytes") from exc
+        ids, vocab = _encode_chars(text)
+        if len(ids) < MIN_SYMBOLS:
+            raise DataError(f"--data {path}: {len(ids)} characters; expected at least {MIN_SYMBOLS}")
+    source = {"corpus": "enwik8" if enwik8 else "file", "path": str(path), "fingerprint": fingerprint, "encoding": encoding}
+    return _split(ids, enwik8), vocab, source
+
+
+class CharsTask(LanguageModelTask):
+    name = "chars"
+
+    def __init__(self, data: str | None = None, encoding: str = "auto", bptt: int = DEFAULT_BPTT) -> None:
+        splits, vocab, info = load(data, encoding)
+        settings = {"data": data, "encoding": info["encoding"], "bptt": bptt}
+        super().__init__(splits, vocab, bptt, settings)
+        self.info = info
+
+
+def build(options: dict[str, Any]) -> CharsTask:
+    return CharsTask(**options)
