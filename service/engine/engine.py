@@ -229,7 +229,7 @@ class Engine:
     def _warm_classifier(self, batcher: ClassificationBatcher, spec: InputSpec) -> None:
         length = min(spec.max_length, 16)
         one = np.zeros((length,), np.int64) if spec.type == "tokens" else np.zeros((length, spec.size), np.float32)
-        for count in (1, min(self.config.max_batch, 16)):
+        for count in (1, min(self.config.max_batch, self.config.max_queued, 16)):
             batcher.submit([one] * count).result(timeout=60)
 
     # ------------------------------------------------------------------ serving
