@@ -94,6 +94,7 @@ def _task_fields(task: dict[str, Any], config: Any, max_length: int | None) -> d
         "labels": list(labels) if labels is not None else None,
         "input": {"type": input_type, "size": size, "max_length": max_length},
         "train_max_length": train_max if isinstance(train_max, int) and train_max > 0 else max_length,
+        "task": task,
     }
 
 
@@ -158,6 +159,7 @@ def export_graph(spec: Any, path: Path) -> None:
         except Exception as exc:
             tail = chatter.getvalue().strip()[-2000:]
             raise ExportError(f"{spec.file}: torch.onnx.export failed: {type(exc).__name__}: {exc}\n{tail}") from exc
+    strip_exporter_notes(path)
 
 
 def _metadata(manifest: dict[str, Any], graph: str) -> dict[str, str]:
@@ -170,7 +172,26 @@ def _metadata(manifest: dict[str, Any], graph: str) -> dict[str, str]:
     return props
 
 
+def strip_exporter_notes(path: Path) -> None:
+    """Drop the exporter's per-node notes (stack traces naming the exporting machine's source
+    paths, FX node dumps): they are a third of a small graph's bytes and say nothing a
+    package reader needs."""
+    import onnx
+
+    from .onnx_precision import subgraphs
+
+    model = onnx.load(str(path))
+    for graph in (model.graph, *subgraphs(model.graph)):
+        graph.doc_string = ""
+        for node in graph.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+    model.doc_string = ""
+    onnx.save(model, str(path))
+
+
 def _set_metadata(path: Path, props: dict[str, str]) -> None:
+    """Replace the model's metadata_props by ``props``."""
     import onnx
 
     model = onnx.load(str(path))
@@ -265,7 +286,8 @@ def export_package(
         overwrite: replace an existing ``out_dir``.
         seed: seed of the verification inputs (default: fresh entropy; recorded).
         validation: optional :class:`training.onnx_precision.ValidationSet` for the
-            precision report (default: random held-out inputs, agreement with float32).
+            precision report (default: the task's valid split when it can be rebuilt from
+            the checkpoint, else random held-out inputs; the report says which).
         progress: print one line per stage (a bar on a terminal).
     Returns:
         the package directory.

@@ -8,8 +8,10 @@
 
 The report compares the reduced graphs with the float32 ones that passed verification: file
 sizes, the largest output difference on the verification cases, and the task metric on a
-validation set (bits per symbol for ``lm``, accuracy for ``classifier`` when labels are
-given; otherwise agreement of the top prediction with float32).
+validation set: the task's own valid split when it can be rebuilt from the checkpoint's
+settings (bits per symbol for ``lm``, accuracy for ``classifier`` and ``seq2seq``), else
+random held-out inputs (bits per symbol for ``lm``; for the others only the agreement of
+the top prediction with float32). The report says which.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .onnx_graphs import GraphSpec, mixed_lengths
+from .tasks.base import IGNORE
 from .onnx_verify import (
     ExportVerificationError,
     check_graph_file,
@@ -37,6 +40,7 @@ from .onnx_verify import (
 _MIN_FP16_ELEMENTS = 16
 _VALIDATION_SIZE = 32
 _VALIDATION_LENGTH = 32
+_TASK_EXAMPLES = 256
 
 
 @dataclass
@@ -58,15 +62,16 @@ class ValidationSet:
 
 
 # ---------------------------------------------------------------- conversions
-def _subgraphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+def subgraphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+    """Every graph nested in ``graph``'s nodes (Scan/Loop/If bodies), depth first."""
     found = []
     for node in graph.node:
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.GRAPH:
-                found += [attr.g, *_subgraphs(attr.g)]
+                found += [attr.g, *subgraphs(attr.g)]
             elif attr.type == onnx.AttributeProto.GRAPHS:
                 for g in attr.graphs:
-                    found += [g, *_subgraphs(g)]
+                    found += [g, *subgraphs(g)]
     return found
 
 
@@ -93,7 +98,7 @@ def _fp16_weights(graph: onnx.GraphProto) -> int:
 def to_float16_weights(src: Path, dst: Path) -> None:
     """Write ``src`` to ``dst`` with float16 weights (float32 everywhere else)."""
     model = onnx.load(str(src))
-    converted = sum(_fp16_weights(g) for g in (model.graph, *_subgraphs(model.graph)))
+    converted = sum(_fp16_weights(g) for g in (model.graph, *subgraphs(model.graph)))
     if not converted:
         logging.getLogger("tlstm.export").info("%s: no float32 weight large enough to convert", src.name)
     onnx.save(model, str(dst))
@@ -117,6 +122,19 @@ CONVERTERS = {"float16": to_float16_weights, "int8": to_int8_dynamic}
 
 
 # ---------------------------------------------------------------- metrics
+def _validation_for(fields: dict[str, Any], model: Any, rng: np.random.Generator) -> ValidationSet:
+    """The task's validation split when it can be rebuilt here, else random held-out inputs."""
+    task = fields.get("task") or {}
+    if task.get("name"):
+        try:
+            return task_validation_set(task)
+        except (ValueError, OSError, KeyError, ImportError) as exc:
+            fallback = _default_validation(fields, model, rng)
+            fallback.source += f"; the task data could not be rebuilt ({type(exc).__name__}: {exc})"
+            return fallback
+    return _default_validation(fields, model, rng)
+
+
 def _default_validation(fields: dict[str, Any], model: Any, rng: np.random.Generator) -> ValidationSet:
     cfg = model.config
     length = min(fields["input"]["max_length"], _VALIDATION_LENGTH)
@@ -131,6 +149,36 @@ def _default_validation(fields: dict[str, Any], model: Any, rng: np.random.Gener
         source=f"{_VALIDATION_SIZE} random held-out inputs of length <= {length} (no task data given): "
                "agreement with float32",
     )
+
+
+def task_validation_set(task: dict[str, Any], max_examples: int = _TASK_EXAMPLES) -> ValidationSet:
+    """The validation split of the checkpoint's task, rebuilt from its settings.
+
+    lm: up to ``max_examples`` consecutive segments of the valid stream, each of the
+    training segment length (scored from a zero state); classifier and seq2seq: the first
+    ``max_examples`` valid examples with their labels.
+
+    Raises:
+        ValueError (DataError included) / OSError: the task cannot be rebuilt here (e.g. its
+            data file is missing).
+    """
+    from .tasks import build_task
+
+    built = build_task(task["name"], task.get("settings"), info=task.get("info"))
+    source = f"the {task['name']!r} task's valid split"
+    if built.kind == "lm":
+        stream = np.asarray(built.splits["valid"], dtype=np.int64)
+        length = min(built.max_length, len(stream))
+        count = max(1, min(max_examples, len(stream) // length))
+        x = stream[: count * length].reshape(count, length)
+        return ValidationSet(x=x, source=f"{source}: {count} segments of {length} symbols from a zero state")
+    if built.kind == "classifier":
+        x, y = built.splits["valid"]
+        return ValidationSet(x=np.ascontiguousarray(x[:max_examples], dtype=np.float32), labels=y[:max_examples],
+                             source=f"{source}: first {min(max_examples, len(y))} examples")
+    x, y = built.split_arrays("valid")
+    return ValidationSet(x=x[:max_examples].astype(np.int64), labels=y[:max_examples],
+                         source=f"{source}: first {min(max_examples, len(y))} examples")
 
 
 def _bits_per_symbol(all_logits: np.ndarray, x: np.ndarray) -> float:
@@ -153,10 +201,13 @@ def _predictions(session: Any, kind: str, data: ValidationSet, model: Any) -> np
 
 
 def _metrics(kind: str, logits: np.ndarray, data: ValidationSet) -> dict[str, float]:
+    """bits per symbol (lm), accuracy (classifier / seq2seq with labels), else nothing."""
     if kind == "lm" and data.x.ndim == 2 and data.x.shape[1] > 1:
         return {"bits_per_symbol": _bits_per_symbol(logits, data.x)}
     if data.labels is not None:
-        return {"accuracy": float((logits.argmax(-1) == data.labels).mean())}
+        labels = np.asarray(data.labels)
+        scored = labels != IGNORE
+        return {"accuracy": float((logits.argmax(-1) == labels)[scored].mean())}
     return {}
 
 
@@ -212,7 +263,7 @@ def reduce_precision(
             check_graph_file(spec, path)
             reduced[spec.name] = path
             differences[spec.name] = _difference(spec, reference[spec.name], path, rng)
-        data = validation or _default_validation(fields, model, rng)
+        data = validation or _validation_for(fields, model, rng)
         sizes = {
             "float32": sum(p.stat().st_size for p in reference.values()),
             precision: sum(p.stat().st_size for p in reduced.values()),
@@ -233,7 +284,7 @@ def _difference(spec: GraphSpec, reference: Path, reduced: Path, rng: np.random.
     ref, red = make_session(reference), make_session(reduced)
     worst = 0.0
     for case in verification_cases(spec, longest=8):
-        feeds = spec.draw(rng, case.batch, case.length)
+        feeds = spec.draw(rng, case.batch, case.length or 1)
         for a, b in zip(red.run(list(spec.outputs), feeds), ref.run(list(spec.outputs), feeds), strict=True):
             diff = relative_difference(a, b)
             if not np.isfinite(diff):

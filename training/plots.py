@@ -24,6 +24,7 @@ def save_figure(fig: Any, path: str | os.PathLike[str]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o644)
         fig.savefig(tmp, format="png", dpi=100)
         os.replace(tmp, path)
     except BaseException:
