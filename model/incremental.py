@@ -1,0 +1,353 @@
+"""Exact incremental decoding: the output delay for the work of one step (spec section 8).
+
+The simple streaming step (``RecurrentModel.predict_next``) runs the real input and then L-1
+flush steps on a copy of the state: L full steps per input. But at lookahead j (the state at
+time t+j) the locations inside the output's backward cone,
+
+    index >= s_j = P-1 - (L-1-j)*r   on every location axis (0-based; r = floor(K/2)),
+
+cannot depend on any input after x_t (the depth property, spec section 3): they are the true
+future values, whatever the flush inputs were. The **staircase** keeps them: level 0 is the
+whole committed state H_t, C_t; level j = 1..L-1 is the cone [s_j, P)^(D-1) of H_{t+j}, C_{t+j}.
+When x_{t+1} arrives, level j is rebuilt from the new level j-1 (which covers the halo its
+convolutions read, since s_{j-1} = s_j - r) as the kept inner cone (old level j+1) plus a new
+band of r locations per axis; level L-1 is the output location alone. The bands of all levels
+add up to one step's locations (P for D=2, P^2 for D=3), plus the halo rows read around them.
+
+Which models use it (``StaircaseLayout.exact``): every causal tLSTM with a delay: D=2/3, any
+K, no normalization or CN, LSTM, tLSTM-M and tRNN. **LN falls back to the simple path**: its
+statistics pool every location of the tensor, so after one step every location of H_{t+1}
+(and of every later lookahead) depends on x_{t+1}; no part of the previous lookahead can be
+kept, and a cone cannot be normalized without the whole tensor, whose out-of-cone part needs
+the whole previous tensor, and so on back to the committed state: exactly the L full steps of
+the simple path (measured in tests/model/test_incremental.py). The stacked baselines and
+tLSTMs with L=1 have no delay; they fall back too (the simple path is then one step). A
+fallback staircase is the committed state alone.
+
+Shapes (notation of model/config.py): a staircase is a flat tuple of tensors in the order of
+``StaircaseLayout.state_names``: for each level j, H then C (the tRNN has no C). Level 0 is
+``(B, *location_shape, M)`` and named like the committed state (``h``, ``c``); level j >= 1 is
+``(B, n_j[, n_j], M)`` with n_j = 1 + (L-1-j)*r, named ``h_ahead<j>``, ``c_ahead<j>``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .base import RecurrentModel, State
+from .config import TLSTMConfig
+from .incremental_band import (
+    assemble,
+    band_rects,
+    finish_band,
+    pad_hcat,
+    split_taps,
+    tap_weight,
+    unflatten,
+    windows,
+)
+
+Staircase = tuple[Tensor, ...]
+
+
+@dataclass(frozen=True)
+class StaircaseLayout:
+    """Where each level of the staircase starts, and the names and shapes of its tensors.
+
+    Attributes:
+        config: the model's config.
+        exact: True when the model decodes incrementally (one step of work per input); False
+            for the fallback to the simple path (LN, no delay, stacked baselines), whose
+            staircase is the committed state alone.
+        starts: for each level j, the first kept index on every location axis (0 for level 0).
+    """
+
+    config: TLSTMConfig
+    exact: bool
+    starts: tuple[int, ...]
+
+    @classmethod
+    def of(cls, config: TLSTMConfig) -> StaircaseLayout:
+        """The layout for a config; see the module docstring for which configs are exact."""
+        exact = config.is_tlstm and config.delay > 0 and config.norm != "ln"
+        if not exact:
+            return cls(config, False, (0,))
+        p, r, depth = config.tensor_size, config.step_size, config.depth
+        starts = (0,) + tuple(p - 1 - (depth - 1 - j) * r for j in range(1, depth))
+        return cls(config, True, starts)
+
+    @property
+    def levels(self) -> int:
+        """Number of levels kept: L when exact, 1 for the fallback."""
+        return len(self.starts)
+
+    def level_location_shape(self, level: int) -> tuple[int, ...]:
+        """Kept locations of a level: (n_j,) for D=2, (n_j, n_j) for D=3; the model's
+        location_shape for level 0."""
+        if level == 0:
+            return self.config.location_shape
+        n = self.config.tensor_size - self.starts[level]
+        return (n,) * (self.config.order - 1)
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        """Names of the staircase tensors in order: h, c, h_ahead1, c_ahead1, ..."""
+        names = self.config.state_names
+        return names + tuple(f"{name}_ahead{j}" for j in range(1, self.levels) for name in names)
+
+    @property
+    def state_shapes(self) -> tuple[tuple[int, ...], ...]:
+        """Per-sequence shape of every staircase tensor (batch first in the tensors)."""
+        per_level = len(self.config.state_names)
+        return tuple(
+            (*self.level_location_shape(j), self.config.channels) for j in range(self.levels) for _ in range(per_level)
+        )
+
+    def state_specs(self) -> list[dict[str, object]]:
+        """``[{"name", "shape"}]`` for a package manifest's ``state`` list."""
+        return [{"name": n, "shape": list(s)} for n, s in zip(self.state_names, self.state_shapes, strict=True)]
+
+    def split(self, staircase: Staircase) -> list[State]:
+        """The flat staircase as one (H[, C]) tuple per level."""
+        per_level = len(self.config.state_names)
+        return [tuple(staircase[j * per_level : (j + 1) * per_level]) for j in range(self.levels)]
+
+    def check(self, staircase: Staircase) -> int:
+        """Raise ValueError unless ``staircase`` has this layout's tensors; return the batch size."""
+        if not isinstance(staircase, tuple | list) or len(staircase) != len(self.state_names):
+            got = len(staircase) if isinstance(staircase, tuple | list) else type(staircase).__name__
+            raise ValueError(f"staircase: expected {len(self.state_names)} tensors {list(self.state_names)}, got {got}")
+        batch = staircase[0].shape[0] if isinstance(staircase[0], Tensor) and staircase[0].dim() else None
+        for name, shape, tensor in zip(self.state_names, self.state_shapes, staircase, strict=True):
+            if not isinstance(tensor, Tensor) or tuple(tensor.shape) != (batch, *shape):
+                got = tuple(tensor.shape) if isinstance(tensor, Tensor) else type(tensor).__name__
+                raise ValueError(f"staircase tensor {name!r}: expected shape {(batch, *shape)} (B first), got {got}")
+        return int(batch)
+
+
+def _params(model: RecurrentModel) -> dict[str, Tensor]:
+    names = ("w_h", "b_h", "gamma_a", "beta_a", "gamma_c", "beta_c")
+    return {n: getattr(model, n) for n in names if hasattr(model, n)}
+
+
+def _crop(state: State, start: int) -> State:
+    """The cone [start, P)^(D-1) of every tensor of a state."""
+    out = []
+    for tensor in state:
+        for axis in range(1, tensor.dim() - 1):
+            tensor = tensor.narrow(axis, start, tensor.shape[axis] - start)
+        out.append(tensor)
+    return tuple(out)
+
+
+def advance(model: RecurrentModel, layout: StaircaseLayout, u: Tensor, staircase: Staircase) -> tuple[Tensor, Staircase]:
+    """The incremental step on a projected input, without argument checks (exportable).
+
+    The convolution taps that read a band's own location or those after it (``split_taps``'
+    forward taps) only read values known before the step (the committed state for level 0, the
+    kept cone of old level j for level j), so they run for all levels in one matrix multiply;
+    the taps towards the input then run level after level, each reading the level just built.
+
+    Args:
+        model: a TLSTM whose layout is exact.
+        layout: ``StaircaseLayout.of(model.config)``.
+        u: (B, M) the projected input u_{t+1}.
+        staircase: the staircase at time t.
+    Returns:
+        H_{t+L} at the output location (B, M), and the staircase at time t+1.
+    """
+    cfg = model.config
+    k, p, d = cfg.kernel_size, cfg.tensor_size, cfg.order
+    before = k // 2
+    params = _params(model)
+    forward_taps, backward_taps = split_taps(d, k)
+    old = layout.split(staircase)
+    lstm = cfg.cell == "lstm"
+    levels = layout.levels
+    inners = layout.starts[1:] + (p,)
+    rects = [band_rects(d, layout.starts[j], inners[j], p) for j in range(levels)]
+
+    # Level 0 reads the committed state and u_{t+1} (H^cat); level j >= 1 reads the level
+    # before it, whose locations from starts[j] on are the kept cone of old level j.
+    hcat = pad_hcat(old[0][0], u, k)  # (B, *loc+K-1, M), origin -before
+    known = [windows(hcat, -before, rects[0], k, forward_taps)]
+    known += [windows(old[j][0], layout.starts[j], rects[j], k, forward_taps) for j in range(1, levels)]
+    a_known = torch.cat(known, dim=1) @ tap_weight(model.w_h, forward_taps) + model.b_h  # (B, N, G)
+    a_known_levels = torch.split(a_known, [w.shape[1] for w in known], dim=1)
+    w_backward = tap_weight(model.w_h, backward_taps)  # (taps*M, G)
+
+    h_source, h_origin = hcat, -before
+    c_source, c_origin = (old[0][1] if lstm else None), 0
+    new: list[Tensor] = []
+    for j in range(levels):
+        a_t = a_known_levels[j] + windows(h_source, h_origin, rects[j], k, backward_taps) @ w_backward  # (B, N_j, G)
+        h_band, c_band = finish_band(cfg, params, rects[j], a_t, c_source, c_origin)
+        kept = old[j + 1] if j + 1 < levels else (None, None)
+        h_level = assemble(d, unflatten(h_band, rects[j]), kept[0])  # (B, n_j[, n_j], M)
+        new.append(h_level)
+        h_source, h_origin = h_level, layout.starts[j]
+        if lstm:
+            c_level = assemble(d, unflatten(c_band, rects[j]), kept[1])
+            new.append(c_level)
+            c_source, c_origin = c_level, layout.starts[j]
+    h_out = new[-2 if lstm else -1]  # level L-1: the output location alone, (B, 1[, 1], M)
+    return h_out.reshape(h_out.shape[0], h_out.shape[-1]), tuple(new)
+
+
+def _flush(model: RecurrentModel, layout: StaircaseLayout, state: State) -> tuple[Staircase, Tensor]:
+    """Run ``delay`` flush steps from a committed state; return the staircase and the head's
+    outputs of the flush steps (B, delay, S)."""
+    levels: list[Tensor] = list(state)
+    outputs = []
+    lookahead = state
+    for j in range(1, model.delay + 1):
+        logits, lookahead = model.step(None, lookahead)
+        outputs.append(logits)
+        if layout.exact:
+            levels.extend(_crop(lookahead, layout.starts[j]))
+    batch = state[0].shape[0]
+    flush_logits = torch.stack(outputs, dim=1) if outputs else state[0].new_zeros(batch, 0, model.config.output_size)
+    return tuple(levels), flush_logits
+
+
+def _check_model(model: object) -> StaircaseLayout:
+    if not isinstance(model, RecurrentModel):
+        raise ValueError(f"expected a model.RecurrentModel (TLSTM or a baseline), got {type(model).__name__}")
+    return StaircaseLayout.of(model.config)
+
+
+def staircase_from_state(model: RecurrentModel, state: State) -> Staircase:
+    """The staircase over a committed state (e.g. the zero state, or one from ``model.run``).
+
+    The lookahead cones do not depend on the inputs that follow, so they are read off L-1
+    flush steps run on a copy of the state.
+
+    Args:
+        state: the committed state, one (B, *location_shape, M) tensor per config.state_names.
+    """
+    layout = _check_model(model)
+    StaircaseLayout(model.config, False, (0,)).check(tuple(state))  # the committed state's layout
+    return _flush(model, layout, tuple(state))[0]
+
+
+def committed_state(model: RecurrentModel, staircase: Staircase) -> State:
+    """Level 0 of a staircase: the committed state, as ``model.run`` and ``model.step`` take it."""
+    layout = _check_model(model)
+    layout.check(staircase)
+    return layout.split(staircase)[0]
+
+
+def _project_one(model: RecurrentModel, x_t: Tensor) -> Tensor:
+    """Check one input ((B,) ids or (B, R) features) and project it: (B, M)."""
+    if not isinstance(x_t, Tensor):
+        raise ValueError(f"x_t: expected a tensor, got {type(x_t).__name__}")
+    model.check_inputs(x_t.unsqueeze(1))
+    return model.project(x_t.unsqueeze(1)).squeeze(1)
+
+
+def incremental_step(model: RecurrentModel, x_t: Tensor, staircase: Staircase) -> tuple[Tensor, Staircase]:
+    """Read x_{t+1} and predict from it, with one step of work (spec section 8).
+
+    Equal, up to float rounding, to ``model.predict_next(x_t, committed_state(staircase))``;
+    the staircase's level 0 afterwards is that call's committed state.
+
+    Args:
+        model: any RecurrentModel (non-exact layouts run the simple path).
+        x_t: (B,) token ids or (B, R) features.
+        staircase: the staircase before x_t (from ``staircase_from_state`` or ``prefill``).
+    Returns:
+        logits (B, S), the prediction after x_t; the staircase after x_t.
+    """
+    layout = _check_model(model)
+    batch = layout.check(staircase)
+    if x_t.shape[:1] != (batch,):
+        raise ValueError(f"x_t: expected batch size {batch} (the staircase's), got shape {tuple(x_t.shape)}")
+    u = _project_one(model, x_t)
+    if not layout.exact:
+        logits, committed = model.predict_next(x_t, tuple(staircase))
+        return logits, committed
+    h_out, new = advance(model, layout, u, tuple(staircase))
+    return model.head(h_out), new
+
+
+@dataclass
+class PrefillOutput:
+    """Result of :func:`prefill`.
+
+    Attributes:
+        logits: (B, S) the prediction after the last prompt symbol (equal to the simple path).
+        all_logits: (B, T, S) the prediction after every prefix, as ``model.forward`` aligns
+            them. For causal variants each equals the simple path's; for LN (not causal) the
+            positions before the last see later prompt symbols through the statistics.
+        staircase: the staircase after the prompt.
+    """
+
+    logits: Tensor
+    all_logits: Tensor
+    staircase: Staircase
+
+
+def prefill(model: RecurrentModel, x: Tensor, state: State | None = None) -> PrefillOutput:
+    """Run a prompt and return the staircase after it: prompt then ``incremental_step`` calls
+    equal the simple path from the same start.
+
+    Args:
+        x: (B, T) token ids or (B, T, R) features, T >= 1.
+        state: the committed state before the prompt (zeros when None).
+    """
+    layout = _check_model(model)
+    model.check_inputs(x)
+    if x.shape[1] < 1:
+        raise ValueError(f"prefill: expected a prompt of at least one symbol, got shape {tuple(x.shape)}")
+    run = model.run(x, state)  # raw outputs (B, T, S): step s predicts input s - delay
+    staircase, flush_logits = _flush(model, layout, run.state)
+    all_logits = torch.cat([run.logits, flush_logits], dim=1)[:, model.delay :]  # (B, T, S)
+    return PrefillOutput(logits=all_logits[:, -1], all_logits=all_logits, staircase=staircase)
+
+
+class IncrementalStep(nn.Module):
+    """The incremental step as a module of fixed tensors, for export (``step_incremental.onnx``).
+
+    ``forward(x, *staircase) -> (logits, *staircase)``: ``x`` is (B,) int64 token ids or (B, R)
+    float features; the staircase tensors follow ``layout.state_names`` in order, inputs
+    exported as ``state_<name>_in`` and outputs as ``state_<name>_out``. For a tLSTM with
+    D=2, K=3, L=P=4 (r=1) the names and per-sequence shapes are
+
+        h (4, M), c (4, M), h_ahead1 (3, M), c_ahead1 (3, M),
+        h_ahead2 (2, M), c_ahead2 (2, M), h_ahead3 (1, M), c_ahead3 (1, M)
+
+    and for D=3 each cone is square: h_ahead1 (3, 3, M), .... ``logits`` is (B, S). Loop-free
+    over data (the levels unroll), any batch size. Fallback layouts (LN, no delay) carry the
+    committed state alone and run the simple path inside.
+    """
+
+    def __init__(self, model: RecurrentModel) -> None:
+        super().__init__()
+        self.layout = _check_model(model)
+        self.model = model
+
+    def forward(self, x: Tensor, *staircase: Tensor) -> tuple[Tensor, ...]:
+        u = self.model.project(x.unsqueeze(1)).squeeze(1)  # (B, M)
+        if not self.layout.exact:
+            logits, committed = self.model.predict_next(x, staircase)
+            return (logits, *committed)
+        h_out, new = advance(self.model, self.layout, u, staircase)
+        return (self.model.head(h_out), *new)
+
+
+class StaircaseFromState(nn.Module):
+    """``forward(*committed) -> staircase``: the staircase over a committed state, for export
+    (e.g. ``staircase.onnx``: inputs ``state_h_in``/``state_c_in`` as in ``step.onnx``, outputs
+    ``state_<name>_out`` for every name of the layout). Run on the zero state it gives the
+    initial staircase, which is not zero (the biases act during the lookahead)."""
+
+    def __init__(self, model: RecurrentModel) -> None:
+        super().__init__()
+        self.layout = _check_model(model)
+        self.model = model
+
+    def forward(self, *state: Tensor) -> tuple[Tensor, ...]:
+        return _flush(self.model, self.layout, state)[0]

@@ -1,0 +1,259 @@
+"""The arithmetic of one tLSTM step restricted to a set of locations (a "band").
+
+The incremental decoder (model/incremental.py) computes, at every level of its staircase, only
+the locations that are new since the previous input. This module holds that computation: the
+cross-layer convolution, gates, memory-cell convolution and channel normalization of spec
+section 3, the same arithmetic as model/fast.py evaluated on a few axis-aligned rectangles of
+locations instead of the whole P (x P) grid.
+
+Coordinates are absolute 0-based location indices on every location axis (spec location p is
+index p-1). A rectangle is one half-open ``(start, stop)`` range per location axis. A source
+tensor covers the locations ``origin, origin+1, ...`` on every location axis; reading outside
+what it covers is a programming error (IndexError), so the callers pad explicitly: zeros after
+H (and before it, with u_t at index -1, for the committed level: H^cat of spec step 2), and
+replicated border values around C (spec step 5).
+
+The convolution is split by kernel taps (``split_taps``) so that the incremental decoder can
+evaluate the taps that read already-known locations for all levels in one matrix multiply,
+and only the others one level after another.
+
+Shapes: B batch, M channels, G = config.gate_channels, kappa = K**(D-1); a band of N locations
+is handled flattened as (B, N, ...), rectangle by rectangle in the order given.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .config import TLSTMConfig
+from .reference import EPS
+
+Rect = tuple[tuple[int, int], ...]
+Tap = tuple[int, ...]  # kernel index per location axis; offset = index - ceil((K-1)/2)
+
+
+def rect_size(rect: Rect) -> int:
+    """Number of locations in a rectangle."""
+    return math.prod(stop - start for start, stop in rect)
+
+
+def band_rects(order: int, start: int, inner: int, size: int) -> list[Rect]:
+    """The locations of the cone [start, P)^(D-1) that are not in [inner, P)^(D-1).
+
+    For D=2 one range; for D=3 an L shape cut into two disjoint rectangles (the top rows, then
+    the left columns under them). Empty rectangles are left out.
+
+    Args:
+        order: D (2 or 3).
+        start: first index of the outer cone on every axis.
+        inner: first index of the inner cone (``size`` when there is none).
+        size: P.
+    """
+    if not 0 <= start <= inner <= size:
+        raise ValueError(f"band_rects: expected 0 <= start <= inner <= size, got {start}, {inner}, {size}")
+    if inner == start:
+        return []
+    if order == 2:
+        return [((start, inner),)]
+    rects: list[Rect] = [((start, inner), (start, size))]
+    if inner < size:
+        rects.append(((inner, size), (start, inner)))
+    return rects
+
+
+def split_taps(order: int, kernel_size: int) -> tuple[list[Tap], list[Tap]]:
+    """The kernel taps in row-major order, split into (forward, backward).
+
+    Forward taps have offsets >= 0 on every axis (the location itself and those below/right of
+    it); backward taps reach above or left on some axis, towards the input. Both lists keep the
+    row-major order of ``w_h``'s kernel axes.
+    """
+    before = kernel_size // 2
+    taps = list(itertools.product(range(kernel_size), repeat=order - 1))
+    forward = [t for t in taps if all(i >= before for i in t)]
+    backward = [t for t in taps if any(i < before for i in t)]
+    return forward, backward
+
+
+def tap_weight(w_h: Tensor, taps: list[Tap]) -> Tensor:
+    """The convolution weight of some taps as one matrix: (G, M, K[, K]) -> (len(taps)*M, G),
+    rows ordered tap by tap as ``windows`` orders its channels."""
+    return torch.cat([w_h[(slice(None), slice(None), *tap)].T for tap in taps], dim=0)
+
+
+def _narrow(x: Tensor, origin: int, rect: Rect, offsets: Tap) -> Tensor:
+    """x at rect shifted by ``offsets`` on the location axes (1..D-1); x covers origin.. ."""
+    for axis, ((start, stop), offset) in enumerate(zip(rect, offsets, strict=True), start=1):
+        lo = start + offset - origin
+        if lo < 0 or lo + stop - start > x.shape[axis]:
+            raise IndexError(
+                f"band read [{start + offset}, {stop + offset}) on axis {axis} outside the "
+                f"source's [{origin}, {origin + x.shape[axis]})"
+            )
+        x = x.narrow(axis, lo, stop - start)
+    return x
+
+
+def _slab(source: Tensor, origin: int, box: Rect, fill: str) -> Tensor:
+    """source at the locations of ``box``, reading past its last location as ``fill``.
+
+    ``fill="zero"``: zeros after the last location (the convolution's zero padding).
+    ``fill="replicate"``: the border value on either side (spec step 5); a source read before
+    its first location must then start at location 0, the tensor's own border.
+    Reads before ``origin`` are otherwise an error.
+    """
+    for axis, (lo, hi) in enumerate(box, start=1):
+        n = source.shape[axis]
+        if lo < origin and (fill != "replicate" or origin != 0):
+            raise IndexError(f"band read from {lo} on axis {axis}, before the source's first location {origin}")
+        if hi <= origin + n and lo >= origin:
+            source = source.narrow(axis, lo - origin, hi - lo)
+        elif fill == "replicate":
+            index = torch.arange(lo - origin, hi - origin, device=source.device).clamp(0, n - 1)
+            source = source.index_select(axis, index)
+        else:
+            source = source.narrow(axis, lo - origin, origin + n - lo)
+            source = F.pad(source, [0, 0] * (source.dim() - 1 - axis) + [0, hi - origin - n])
+    return source
+
+
+def windows(source: Tensor, origin: int, rects: list[Rect], kernel_size: int, taps: list[Tap], fill: str = "zero") -> Tensor:
+    """What the convolution taps read for every location of the band, channels tap by tap.
+
+    Location p reads source location p+o for the tap with offset o (spec step 3: offsets
+    -ceil((K-1)/2) .. floor((K-1)/2) per axis); past the source's last location it reads
+    ``fill`` (see ``_slab``).
+
+    Args:
+        source: (B, *n, C) covering locations ``origin..`` on every location axis.
+        rects: the band.
+        taps: the taps to read, e.g. from ``split_taps``, row-major.
+    Returns:
+        (B, N, len(taps)*C), N the band's locations.
+    """
+    before = kernel_size // 2
+    batch, channels = source.shape[0], source.shape[-1]
+    first = [min(tap[a] for tap in taps) for a in range(len(taps[0]))]
+    last = [max(tap[a] for tap in taps) for a in range(len(taps[0]))]
+    is_box = len(taps) == math.prod(hi - lo + 1 for lo, hi in zip(first, last, strict=True))
+    parts = []
+    for rect in rects:
+        box = tuple((start + lo - before, stop + hi - before) for (start, stop), lo, hi in zip(rect, first, last, strict=True))
+        slab = _slab(source, origin, box, fill)  # (B, *rect+taps-1, C)
+        if rect_size(rect) == 1 and is_box:
+            parts.append(slab.reshape(batch, 1, len(taps) * channels))  # the slab is the window
+            continue
+        shifted = [
+            _narrow(slab, 0, tuple((0, stop - start) for start, stop in rect), tuple(t - lo for t, lo in zip(tap, first, strict=True)))
+            for tap in taps
+        ]
+        parts.append(torch.cat(shifted, dim=-1).reshape(batch, rect_size(rect), len(taps) * channels))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+
+def location_params(param: Tensor, rects: list[Rect]) -> Tensor:
+    """A per-location parameter (*loc, C) at the band's locations, flattened: (N, C)."""
+    parts = [_narrow(param.unsqueeze(0), 0, rect, (0,) * len(rect)).reshape(rect_size(rect), -1) for rect in rects]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+
+
+def pad_hcat(h: Tensor, u: Tensor, kernel_size: int) -> Tensor:
+    """H^cat zero padded for the convolution (spec step 2): (B, *loc, M) -> (B, *loc+K-1, M).
+
+    Covers indices -ceil((K-1)/2) .. P-1+floor((K-1)/2) on every axis, with u_t at index -1 on
+    every axis (H^cat row / corner 0); the origin of the result is -ceil((K-1)/2).
+    """
+    before = kernel_size // 2
+    after = kernel_size - 1 - before
+    loc_dims = h.dim() - 2
+    padded = F.pad(h, (0, 0) + (before, after) * loc_dims)  # (B, *loc+K-1, M)
+    row = (torch.arange(padded.shape[1], device=h.device) == before - 1).to(h.dtype)  # one-hot at -1
+    corner = row if loc_dims == 1 else row[:, None] * row[None, :]  # (*loc+K-1,)
+    return padded + corner.unsqueeze(-1) * u.reshape(u.shape[0], *([1] * loc_dims), u.shape[-1])
+
+
+def finish_band(
+    cfg: TLSTMConfig,
+    params: dict[str, Tensor],
+    rects: list[Rect],
+    a_t: Tensor,
+    c_source: Tensor | None,
+    c_origin: int,
+) -> tuple[Tensor, Tensor | None]:
+    """Spec steps 4-6 (and CN) at the band's locations, from the convolution's output.
+
+    Args:
+        cfg: the model's config; ``cfg.norm`` must not be ``"ln"``, whose statistics pool the
+            whole tensor, which a band does not have.
+        params: ``gamma_a``/``beta_a``/``gamma_c``/``beta_c`` for CN, as model.TLSTM holds them.
+        rects: the band.
+        a_t: (B, N, G) the cross-layer convolution A_t at the band's locations (bias included).
+        c_source: C of the previous time from ``c_origin`` on, up to the last location
+            (replicated past its borders as spec step 5 says); None for the tRNN.
+    Returns:
+        H (B, N, M) and C (B, N, M) (None for the tRNN) at the band's locations.
+    """
+    if cfg.norm == "ln":
+        raise ValueError("finish_band: LN normalizes over the whole tensor; a band cannot be updated alone")
+    k, m = cfg.kernel_size, cfg.channels
+    if cfg.norm == "cn":
+        a_t = F.layer_norm(a_t, (a_t.shape[-1],), eps=EPS) * location_params(params["gamma_a"], rects) + location_params(
+            params["beta_a"], rects
+        )
+    if cfg.cell == "rnn":
+        return torch.tanh(a_t), None
+    if c_source is None:
+        raise ValueError("finish_band: the LSTM cell needs the previous memory cell C, got None")
+
+    sizes = [m, 3 * m] + ([a_t.shape[-1] - 4 * m] if cfg.memory_conv else [])
+    gates = torch.split(a_t, sizes, dim=-1)
+    g = torch.tanh(gates[0])
+    i, f, o_gate = torch.split(torch.sigmoid(gates[1]), m, dim=-1)
+    if cfg.memory_conv:
+        q = torch.softmax(gates[2], dim=-1)  # (B, N, kappa)
+        all_taps = list(itertools.product(range(k), repeat=cfg.order - 1))
+        cwin = windows(c_source, c_origin, rects, k, all_taps, fill="replicate")  # (B, N, kappa*M)
+        batch, n = cwin.shape[0], cwin.shape[1]
+        if n == 1:
+            c_conv = q @ cwin.reshape(batch, len(all_taps), m)  # (B, 1, M)
+        else:
+            c_conv = (q.unsqueeze(-2) @ cwin.reshape(batch, n, len(all_taps), m)).squeeze(-2)  # (B, N, M)
+    else:
+        centre = [(k // 2,) * (cfg.order - 1)]
+        c_conv = windows(c_source, c_origin, rects, k, centre)  # (B, N, M)
+    c_t = g * i + c_conv * f
+    c_hat = c_t
+    if cfg.norm == "cn":
+        c_hat = F.layer_norm(c_t, (m,), eps=EPS) * location_params(params["gamma_c"], rects) + location_params(
+            params["beta_c"], rects
+        )
+    return torch.tanh(c_hat) * o_gate, c_t
+
+
+def unflatten(band: Tensor, rects: list[Rect]) -> list[Tensor]:
+    """Split a flattened band (B, N, C) back into its rectangles, each (B, *rect, C)."""
+    if len(rects) == 1 and len(rects[0]) == 1:
+        return [band]
+    sizes = [rect_size(rect) for rect in rects]
+    parts = torch.split(band, sizes, dim=1) if len(rects) > 1 else (band,)
+    return [
+        part.reshape(band.shape[0], *(stop - start for start, stop in rect), band.shape[-1])
+        for part, rect in zip(parts, rects, strict=True)
+    ]
+
+
+def assemble(order: int, band: list[Tensor], kept: Tensor | None) -> Tensor:
+    """The cone [start, P)^(D-1) from the band's rectangles (as ``band_rects`` cuts them) and the
+    inner cone ``kept`` = [inner, P)^(D-1) (None when the band is the whole cone)."""
+    if order == 2:
+        return band[0] if kept is None else torch.cat([band[0], kept], dim=1)
+    top = band[0]  # (B, inner-start, n, M)
+    if kept is None:
+        return top
+    left = band[1]  # (B, P-inner, inner-start, M)
+    return torch.cat([top, torch.cat([left, kept], dim=2)], dim=1)
