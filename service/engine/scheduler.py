@@ -157,11 +157,13 @@ class GenerationScheduler:
 
     def _tick(self, joining: list[GenerationStream], updates: Delivery) -> None:
         joined = []
+        produced = 0
         for stream in joining:
             if stream.cancelled:
                 self._finish(stream)
                 continue
             update = stream.advance(stream.initial_logits)
+            produced += stream.generated
             updates.append((stream, update))
             if stream.first_token_at is not None:
                 self.observer.first_token(self.model, stream.first_token_at - stream.created)
@@ -177,6 +179,7 @@ class GenerationScheduler:
                 stream.state = {}  # its rows now live in the batch
         self._drop_finished()
         if not self._active:
+            self.observer.tokens(self.model, produced)
             return
         x = np.fromiter((s.next_id for s in self._active), dtype=np.int64, count=len(self._active))
         logits, self._state = self.step_fn.step(x, self._state)  # (B, S)
@@ -185,7 +188,8 @@ class GenerationScheduler:
         for row, stream in enumerate(self._active):
             if not stream.cancelled:
                 updates.append((stream, stream.advance(logits[row])))
-        self.observer.tokens(self.model, len(self._active))
+                produced += 1
+        self.observer.tokens(self.model, produced)
         self._drop_finished()
 
     def _drop_finished(self) -> None:
@@ -207,6 +211,10 @@ class GenerationScheduler:
         self._active, self._state = [], None
 
     def _finish(self, stream: GenerationStream, reason: str | None = None) -> None:
+        """Release the stream's slot (once) and report its end."""
+        if stream.released:
+            return
+        stream.released = True
         with self._cond:
             self._admitted -= 1
         if reason is None:

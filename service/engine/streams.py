@@ -77,6 +77,7 @@ class GenerationStream:
         self.done = False
         self.finish_reason: str | None = None
         self.cancelled = False
+        self.released = False  # its scheduler slot was given back
         self.created = time.perf_counter()
         self.first_token_at: float | None = None
 
