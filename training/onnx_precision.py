@@ -28,7 +28,6 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .onnx_graphs import GraphSpec, mixed_lengths
-from .tasks.base import IGNORE
 from .onnx_verify import (
     ExportVerificationError,
     check_graph_file,
@@ -36,6 +35,7 @@ from .onnx_verify import (
     relative_difference,
     verification_cases,
 )
+from .tasks.base import IGNORE
 
 _MIN_FP16_ELEMENTS = 16
 _VALIDATION_SIZE = 32
