@@ -31,7 +31,8 @@ ENDPOINTS = {
 DESCRIPTION = """Serves exported Tensorized LSTM model packages with ONNX Runtime.
 
 Character completion (OpenAI-compatible, with Server-Sent Events), batch classification and
-WebSocket prediction sessions. Every error has the shape
+WebSocket prediction sessions at `WS /v1/stream?model=NAME&top_k=5` (messages `append`,
+`generate`, `cancel`, `reset`; see `service/api/stream.py`). Every error has the shape
 `{"error": {"message", "type", "param", "code"}}`."""
 
 

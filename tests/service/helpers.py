@@ -13,11 +13,15 @@ def post(url: str, path: str, body: Any, **kwargs: Any) -> httpx.Response:
 
 
 def read_sse(response: httpx.Response) -> list[str]:
+    """The ``data:`` payloads of a streamed SSE response (see :func:`parse_sse`)."""
+    return parse_sse("".join(response.iter_text()))
+
+
+def parse_sse(raw: str) -> list[str]:
     """The ``data:`` payloads of an SSE body, checking the framing on the way.
 
     Every event is exactly one ``data: ...`` line followed by a blank line.
     """
-    raw = "".join(response.iter_text())
     assert raw.endswith("\n\n"), f"SSE body must end with a blank line, got {raw[-20:]!r}"
     events = raw[:-2].split("\n\n")
     payloads = []
