@@ -326,30 +326,6 @@ def export_package(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        graphs: dict[str, Any] = {}
-        verification: dict[str, Any] = {"seed": seed}
-        for spec in specs:
-            path = tmp_dir / spec.file
-            started = time.perf_counter()
-            export_graph(spec, path)
-            bar.done(f"{spec.file} exported ({time.perf_counter() - started:.1f} s)")
-            inputs, outputs = check_graph_file(spec, path)
-            verification[spec.name] = compare_with_torch(spec, path, model, verification_cases(spec, longest), rng)
-            bar.done(f"{spec.file} verified (largest difference {verification[spec.name]['max_difference']:.2g})")
-            graphs[spec.name] = {
-                "file": spec.file,
-                "inputs": [t.to_dict() for t in inputs],
-                "outputs": [t.to_dict() for t in outputs],
-                "state": list(spec.state),
-            }
-
-        precision_report = None
-        if precision != "float32":
-            precision_report = reduce_precision(
-                tmp_dir, specs, precision, fields, frozen, rng=rng, validation=validation
-            )
-            bar.done(f"{precision} graphs written ({precision_report['size_bytes']['ratio']:.2f}x the float32 size)")
-
         manifest: dict[str, Any] = {
             "format": "tlstm-package",
             "format_version": 1,
@@ -362,17 +338,35 @@ def export_package(
             "vocab": fields["vocab"],
             "labels": fields["labels"],
             "precision": precision,
-            "graphs": graphs,
+            "graphs": {},
             "state": [{"name": n, "shape": list(config.state_shape)} for n in config.state_names],
             "metrics": checkpoint.metrics,
             "code_version": code_version(),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "verification": verification,
+            "verification": {"seed": seed},
         }
-        if precision_report is not None:
-            manifest["precision_report"] = precision_report
-        for graph, entry in graphs.items():
-            _set_metadata(tmp_dir / entry["file"], _metadata(manifest, graph))
+        graphs, verification = manifest["graphs"], manifest["verification"]
+        for spec in specs:
+            path = tmp_dir / spec.file
+            started = time.perf_counter()
+            export_graph(spec, path)
+            bar.done(f"{spec.file} exported ({time.perf_counter() - started:.1f} s)")
+            inputs, outputs = check_graph_file(spec, path)
+            graphs[spec.name] = {
+                "file": spec.file,
+                "inputs": [t.to_dict() for t in inputs],
+                "outputs": [t.to_dict() for t in outputs],
+                "state": list(spec.state),
+            }
+            _set_metadata(path, _metadata(manifest, spec.name))
+            verification[spec.name] = compare_with_torch(spec, path, model, verification_cases(spec, longest), rng)
+            bar.done(f"{spec.file} verified (largest difference {verification[spec.name]['max_difference']:.2g})")
+
+        if precision != "float32":
+            report = reduce_precision(tmp_dir, specs, precision, fields, frozen, rng=rng, validation=validation)
+            manifest["precision_report"] = report
+            bar.done(f"{precision} graphs written ({report['size_bytes']['ratio']:.2f}x the float32 size)")
+
         manifest["files"] = _finish_files(tmp_dir, [e["file"] for e in graphs.values()])
         _write_json_atomic(tmp_dir / "manifest.json", manifest)
         _move_into_place(tmp_dir, out, overwrite)

@@ -121,6 +121,15 @@ def to_int8_dynamic(src: Path, dst: Path) -> None:
 CONVERTERS = {"float16": to_float16_weights, "int8": to_int8_dynamic}
 
 
+def _carry_metadata(src: Path, dst: Path) -> None:
+    """Give ``dst`` the model metadata_props of ``src`` (the quantizer does not keep them)."""
+    props = onnx.load(str(src), load_external_data=False).metadata_props
+    model = onnx.load(str(dst))
+    del model.metadata_props[:]
+    model.metadata_props.extend(props)
+    onnx.save(model, str(dst))
+
+
 # ---------------------------------------------------------------- metrics
 def _validation_for(fields: dict[str, Any], model: Any, rng: np.random.Generator) -> ValidationSet:
     """The task's validation split when it can be rebuilt here, else random held-out inputs."""
@@ -260,6 +269,7 @@ def reduce_precision(
             reference[spec.name] = keep / spec.file
             shutil.move(path, reference[spec.name])
             CONVERTERS[precision](reference[spec.name], path)
+            _carry_metadata(reference[spec.name], path)
             check_graph_file(spec, path)
             reduced[spec.name] = path
             differences[spec.name] = _difference(spec, reference[spec.name], path, rng)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import signal
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -240,7 +241,7 @@ class Trainer:
             self.state.stop_reason = reason
             self._save_last()
             if self.ctx.is_main:
-                print(f"interrupted at step {self.state.step}; continue with --resume", file=self.stream)
+                print(f"interrupted at step {self.state.step}; continue with --resume {self.run_dir}", file=self.stream or sys.stderr)
             return self.summary()
         self._finish(reason)
         return self.summary()

@@ -25,7 +25,7 @@ def word_file(tmp_path_factory) -> Path:
 
 
 def synthetic_mnist(directory: Path, n_train: int = 120, n_test: int = 40, size: int = 28, gz: bool = False, seed: int = 0) -> Path:
-    """IDX files in the MNIST layout whose class k is a bright horizontal bar in band k, plus noise."""
+    """IDX files in the MNIST layout whose class k is a bright vertical bar in column band k, plus noise."""
     from training.tasks.idx import write_idx
 
     rng = np.random.default_rng(seed)
@@ -37,7 +37,7 @@ def synthetic_mnist(directory: Path, n_train: int = 120, n_test: int = 40, size:
         images = rng.integers(0, 60, size=(n, size, size)).astype(np.uint8)
         band = size // 10
         for i, label in enumerate(labels):
-            images[i, label * band : (label + 1) * band, :] = 255
+            images[i, :, label * band : (label + 1) * band] = 255
         write_idx(directory / f"{prefix}-images-idx3-ubyte{suffix}", images)
         write_idx(directory / f"{prefix}-labels-idx1-ubyte{suffix}", labels)
     return directory

@@ -1,0 +1,180 @@
+"""Short real training runs: every task learns, runs are reproducible, budgets and stops work."""
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training import runlog
+from training.checkpoint import load_checkpoint
+from training.config import TrainConfig
+from training.tasks import build_task
+from training.trainer import RunExistsError, Trainer
+
+from .conftest import WORDS
+
+QUIET = open("/dev/null", "w")  # noqa: SIM115 - progress output of the runs under test
+
+
+def train(run: Path, **fields) -> dict:
+    fields = {"threads": 1, "device": "cpu", "log_every": 10, **fields}
+    return Trainer(TrainConfig(**fields), run, stream=QUIET).run()
+
+
+def deterministic(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in ("elapsed_s", "items_per_s")} for r in records]
+
+
+# ---------------------------------------------------------------- every task learns
+def test_digits_learns(tmp_path):
+    summary = train(tmp_path / "run", task="digits", task_options={"rows": True}, variant="tlstm-2d+cn", depth=2,
+                    channels=32, batch_size=32, lr=1e-2, max_steps=100, eval_every=50)
+    metrics = summary["best_metrics"]
+    assert metrics["test_accuracy"] >= 0.7  # chance: 0.1
+    assert metrics["test_loss"] < math.log(10) - 1.0
+
+
+def test_chars_learns_the_word_structure(tmp_path, word_file):
+    text = word_file.read_text()
+    counts = Counter(text)
+    unigram_bits = -sum(c / len(text) * math.log2(c / len(text)) for c in counts.values())  # about 3.6
+    per_word_bits = math.log2(len(WORDS)) / (sum(len(w) + 1 for w in WORDS) / len(WORDS))  # about 0.9: the floor
+    summary = train(tmp_path / "run", task="chars", task_options={"data": str(word_file), "bptt": 50}, variant="tlstm-2d+cn",
+                    depth=2, channels=32, batch_size=16, lr=1e-2, max_steps=100, eval_every=50)
+    bpc = summary["best_metrics"]["test_bpc"]
+    assert per_word_bits < bpc < unigram_bits - 1.5
+
+
+def _positional_majority_accuracy(task) -> float:
+    """The accuracy of always answering each position's most common test symbol."""
+    _, targets = task.split_arrays("test")
+    answer = targets[:, task.answer]
+    return float(np.mean([np.bincount(col).max() / len(col) for col in answer.T]))
+
+
+@pytest.mark.slow
+def test_addition_learns(tmp_path):
+    options = {"digits": 2, "valid_size": 200, "test_size": 200}
+    baseline = _positional_majority_accuracy(build_task("addition", options))
+    summary = train(tmp_path / "run", task="addition", task_options=options, depth=3, channels=64, batch_size=32,
+                    lr=1e-2, max_steps=600, eval_every=200)
+    assert summary["best_metrics"]["test_accuracy"] >= baseline + 0.2  # baseline about 0.3
+
+
+def test_memorization_learns_and_records_samples_to_99(tmp_path):
+    summary = train(tmp_path / "run", task="memorization", task_options={"length": 3, "symbols": 8, "valid_size": 50, "test_size": 50},
+                    variant="tlstm-2d+cn", depth=2, channels=32, batch_size=32, lr=1e-2, max_steps=300, eval_every=50)
+    metrics = summary["best_metrics"]
+    assert metrics["test_accuracy"] >= 0.9  # chance: 1/8
+    assert metrics["samples_to_99_accuracy"] % 1600 == 0 and metrics["samples_to_99_accuracy"] <= 300 * 32
+    records = runlog.read_metrics(tmp_path / "run")
+    first = next(r for r in records if r["split"] == "valid" and r["accuracy"] >= 0.99)
+    assert metrics["samples_to_99_accuracy"] == first["samples"]
+
+
+def test_mnist_learns(tmp_path, mnist_dir):
+    summary = train(tmp_path / "run", task="mnist", task_options={"data": str(mnist_dir), "rows": True}, variant="tlstm-2d+cn",
+                    depth=2, channels=16, batch_size=20, lr=1e-2, max_steps=60, eval_every=30)
+    assert summary["best_metrics"]["test_accuracy"] >= 0.8  # chance 0.1
+
+
+# ---------------------------------------------------------------- run directory
+def test_run_directory_holds_config_metrics_checkpoints_and_curves(digits_run):
+    config = json.loads((digits_run / runlog.CONFIG).read_text())
+    assert config["train"]["task"] == "digits" and config["model"]["norm"] == "cn" and config["task"]["kind"] == "classifier"
+    records = runlog.read_metrics(digits_run)
+    assert [r["step"] for r in records if r["split"] == "valid"] == [20, 40, 60]
+    assert [r["step"] for r in records if r["split"] == "train"] == [10, 20, 30, 40, 50, 60]
+    assert [r["split"] for r in records].count("test") == 1
+    assert (digits_run / runlog.CURVES).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    best, last = load_checkpoint(digits_run / runlog.BEST), load_checkpoint(digits_run / runlog.LAST)
+    valid = [r for r in records if r["split"] == "valid"]
+    chosen = max(valid, key=lambda r: r["accuracy"])  # the first of the best, as the trainer keeps it
+    assert best.metrics["step"] == chosen["step"] and best.metrics["valid_accuracy"] == chosen["accuracy"]
+    assert best.metrics["test_accuracy"] == records[-1]["accuracy"] and best.trainer is None
+    assert last.trainer["state"]["finished"] and last.trainer["state"]["step"] == 60
+    assert best.task["labels"] == [str(d) for d in range(10)] and best.task["input"] == {"type": "features", "size": 8, "max_length": 8}
+
+
+def test_same_seed_gives_a_bit_identical_run(tmp_path, word_file):
+    fields = dict(task="chars", task_options={"data": str(word_file), "bptt": 20}, depth=2, channels=8, batch_size=4,
+                  max_steps=12, eval_every=6, eval_limit=300)
+    train(tmp_path / "a", **fields)
+    train(tmp_path / "b", **fields)
+    a, b = load_checkpoint(tmp_path / "a" / runlog.LAST), load_checkpoint(tmp_path / "b" / runlog.LAST)
+    for key, value in a.model_state.items():
+        assert torch.equal(value, b.model_state[key]), key
+    assert deterministic(runlog.read_metrics(tmp_path / "a")) == deterministic(runlog.read_metrics(tmp_path / "b"))
+    train(tmp_path / "c", **{**fields, "seed": 1})
+    c = load_checkpoint(tmp_path / "c" / runlog.LAST)
+    assert not torch.equal(a.model_state["w_h"], c.model_state["w_h"])
+
+
+# ---------------------------------------------------------------- stops and budgets
+def test_early_stopping_after_patience_evaluations_without_improvement(tmp_path):
+    summary = train(tmp_path / "run", task="digits", task_options={"rows": True}, depth=2, channels=8, lr=1e-12,
+                    max_steps=1000, eval_every=5, patience=2)
+    assert summary["stop_reason"] == "early_stopping"
+    assert summary["step"] == 15 and summary["best_step"] == 5  # evals at 5 (best), 10, 15: two without improvement
+
+
+def test_time_budget_stops_and_still_tests(tmp_path):
+    summary = train(tmp_path / "run", task="digits", task_options={"rows": True}, depth=2, channels=8,
+                    max_steps=10**6, eval_every=10**5, max_time=1.0)
+    assert summary["stop_reason"] == "max_time" and 0 < summary["step"] < 10**6
+    assert "test_accuracy" in summary["best_metrics"]
+
+
+def test_existing_run_is_not_overwritten(digits_run):
+    config = TrainConfig(**json.loads((digits_run / runlog.CONFIG).read_text())["train"])
+    with pytest.raises(RunExistsError, match="already holds a run .*pass --resume"):
+        Trainer(config, digits_run, stream=QUIET)
+
+
+@pytest.mark.parametrize("task", ["chars", "memorization"])
+def test_non_causal_variants_are_refused_for_teacher_forced_tasks(tmp_path, word_file, task):
+    options = {"chars": {"data": str(word_file)}, "memorization": {"length": 3, "symbols": 8, "valid_size": 5, "test_size": 5}}[task]
+    with pytest.raises(ValueError, match=r"variant 'tlstm-2d\+ln' is not causal .* expected a causal variant"):
+        Trainer(TrainConfig(task=task, task_options=options, variant="tlstm-2d+ln", threads=1), tmp_path / "run", stream=QUIET)
+
+
+def test_ln_trains_a_classifier(tmp_path):
+    summary = train(tmp_path / "run", task="digits", task_options={"rows": True}, variant="tlstm-2d+ln", depth=2, channels=8,
+                    max_steps=4, eval_every=4)
+    assert summary["finished"] and summary["step"] == 4
+
+
+def test_resuming_a_finished_run_with_a_larger_budget_continues(tmp_path):
+    fields = dict(task="digits", task_options={"rows": True}, depth=2, channels=8, eval_every=5, log_every=5)
+    train(tmp_path / "whole", **fields, max_steps=10)
+    train(tmp_path / "split", **fields, max_steps=5)
+    config = TrainConfig(**{**fields, "max_steps": 10, "threads": 1, "device": "cpu"})
+    Trainer(config, tmp_path / "split", resume=True, stream=QUIET).run()
+    whole, split = (load_checkpoint(tmp_path / d / runlog.LAST) for d in ("whole", "split"))
+    assert split.trainer["state"]["step"] == 10
+    for key, value in whole.model_state.items():
+        assert torch.equal(value, split.model_state[key]), key
+    assert deterministic(runlog.read_metrics(tmp_path / "whole")) == deterministic(runlog.read_metrics(tmp_path / "split"))
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"task": "poetry"}, r"TrainConfig.task: expected one of \['chars', 'addition', 'memorization', 'digits', 'mnist'\], got 'poetry'"),
+        ({"task": "digits", "variant": "gru"}, "TrainConfig.variant: expected one of"),
+        ({"task": "digits", "batch_size": 0}, "TrainConfig.batch_size: expected a positive int, got 0"),
+        ({"task": "digits", "lr": -1.0}, "TrainConfig.lr: expected a positive number, got -1.0"),
+        ({"task": "digits", "clip": -1}, "TrainConfig.clip: expected a number >= 0"),
+        ({"task": "digits", "max_time": 0}, "TrainConfig.max_time: expected a positive number of seconds or None"),
+        ({"task": "digits", "patience": 0}, "TrainConfig.patience: expected a positive int or None, got 0"),
+        ({"task": "digits", "device": "tpu"}, r"TrainConfig.device: expected one of \['auto', 'cpu', 'cuda'\]"),
+        ({"task": "digits", "model_options": {"input_size": 3}}, r"\['input_size'\] come from the task"),
+    ],
+)
+def test_bad_config_fields_are_named(fields, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**fields)
