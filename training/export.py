@@ -241,7 +241,7 @@ def _finish_files(tmp_dir: Path, names: Sequence[str]) -> dict[str, str]:
     return hashes
 
 
-def _move_into_place(tmp_dir: Path, out: Path, overwrite: bool) -> None:
+def move_into_place(tmp_dir: Path, out: Path, overwrite: bool) -> None:
     """Rename the finished package to ``out``; an existing one is replaced only if asked."""
     os.chmod(tmp_dir, 0o755)
     _fsync_dir(tmp_dir)
@@ -369,7 +369,7 @@ def export_package(
 
         manifest["files"] = _finish_files(tmp_dir, [e["file"] for e in graphs.values()])
         _write_json_atomic(tmp_dir / "manifest.json", manifest)
-        _move_into_place(tmp_dir, out, overwrite)
+        move_into_place(tmp_dir, out, overwrite)
         bar.done(f"package written to {out}")
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)

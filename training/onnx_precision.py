@@ -190,7 +190,7 @@ def task_validation_set(task: dict[str, Any], max_examples: int = _TASK_EXAMPLES
                          source=f"{source}: first {min(max_examples, len(y))} examples")
 
 
-def _bits_per_symbol(all_logits: np.ndarray, x: np.ndarray) -> float:
+def bits_per_symbol(all_logits: np.ndarray, x: np.ndarray) -> float:
     """Mean -log2 p(x[:, t+1] | x[:, :t+1]) from all_logits (N, T, S)."""
     logits = all_logits[:, :-1].astype(np.float64)
     logits -= logits.max(axis=-1, keepdims=True)
@@ -212,7 +212,7 @@ def _predictions(session: Any, kind: str, data: ValidationSet, model: Any) -> np
 def _metrics(kind: str, logits: np.ndarray, data: ValidationSet) -> dict[str, float]:
     """bits per symbol (lm), accuracy (classifier / seq2seq with labels), else nothing."""
     if kind == "lm" and data.x.ndim == 2 and data.x.shape[1] > 1:
-        return {"bits_per_symbol": _bits_per_symbol(logits, data.x)}
+        return {"bits_per_symbol": bits_per_symbol(logits, data.x)}
     if data.labels is not None:
         labels = np.asarray(data.labels)
         scored = labels != IGNORE

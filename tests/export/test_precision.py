@@ -1,0 +1,88 @@
+"""--fp16 and --int8: the reduced package loads and runs, and its report tells the truth."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from service.package import load_package
+from training.export import export_package
+from training.onnx_precision import ValidationSet, bits_per_symbol, subgraphs
+from training.tasks.digits import DigitsTask
+
+from .conftest import make_checkpoint
+
+VOCAB = list("abcdefghijklmnopqrst")
+
+
+def _initializers(path):
+    model = onnx.load(str(path))
+    return [i for g in (model.graph, *subgraphs(model.graph)) for i in g.initializer], model
+
+
+def _reported_size(package_dir, manifest):
+    return sum((package_dir / f).stat().st_size for f in manifest["files"])
+
+
+def test_fp16_package_stores_half_weights_and_reports_the_metric_change(tmp_path):
+    checkpoint = make_checkpoint("tlstm-2d", "lm", "tokens", channels=8, vocab=VOCAB)
+    model = checkpoint.build_model()
+    x = np.random.default_rng(3).integers(0, len(VOCAB), size=(16, 12), dtype=np.int64)
+    out = export_package(checkpoint, tmp_path / "fp16", precision="float16", seed=5,
+                         validation=ValidationSet(x=x, source="test inputs"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    report = manifest["precision_report"]
+    assert manifest["precision"] == "float16"
+    assert report["size_bytes"]["float16"] == _reported_size(out, manifest)
+    assert report["size_bytes"]["float16"] < report["size_bytes"]["float32"]
+    for graph in manifest["graphs"].values():
+        inits, onnx_model = _initializers(out / graph["file"])
+        assert {p.key: p.value for p in onnx_model.metadata_props}["tlstm.precision"] == "float16"
+        big = [i for i in inits if int(np.prod(i.dims)) >= 16]
+        assert big and all(i.data_type == onnx.TensorProto.FLOAT16 for i in big)
+        assert {t["dtype"] for t in graph["outputs"]} == {"float32"}  # logits and state stay float32
+
+    with torch.no_grad():
+        float32_bits = bits_per_symbol(model(torch.from_numpy(x)).numpy(), x)
+    package = load_package(out)
+    _, all_logits, _ = package.run_prefill(x)
+    bits = report["metrics"]["bits_per_symbol"]
+    assert report["metrics"]["validation"] == "test inputs"
+    assert bits["float32"] == pytest.approx(float32_bits, abs=1e-4)
+    assert bits["reduced"] == pytest.approx(bits_per_symbol(all_logits, x), abs=1e-6)
+    assert abs(bits["change"]) < 1e-2
+    assert report["metrics"]["top1_agreement"] > 0.95
+    assert 0 < report["max_difference_from_float32"]["step"] < 1e-2
+
+
+def test_int8_package_on_the_digits_task_reports_accuracy_on_its_valid_split(tmp_path):
+    task = DigitsTask(rows=True)  # 8 steps of 8 pixels, scikit-learn's shipped data
+    checkpoint = make_checkpoint("tlstm-2d", "classifier", "features", channels=8)
+    config = checkpoint.config.replace(input_size=8, output_size=10)
+    torch.manual_seed(0)
+    from model import build_model
+
+    model = build_model(config).eval()
+    checkpoint.config, checkpoint.model_state, checkpoint.task = config, model.state_dict(), task.describe()
+    out = export_package(checkpoint, tmp_path / "int8", precision="int8", seed=6)
+    manifest = json.loads((out / "manifest.json").read_text())
+    report = manifest["precision_report"]
+    assert report["size_bytes"]["int8"] == _reported_size(out, manifest)
+    metrics = report["metrics"]
+    assert metrics["validation"].startswith("the 'digits' task's valid split: first 180 examples")
+    x, y = task.splits["valid"]
+    with torch.no_grad():
+        logits = model.classify(torch.from_numpy(x), torch.full((len(y),), x.shape[1]))
+    assert metrics["accuracy"]["float32"] == pytest.approx(float((logits.argmax(-1).numpy() == y).mean()))
+    package = load_package(out)
+    reduced = package.run_classify(x)
+    assert metrics["accuracy"]["reduced"] == pytest.approx(float((reduced.argmax(-1) == y).mean()))
+    for graph in manifest["graphs"].values():  # the weights really are int8, loops included
+        _, onnx_model = _initializers(out / graph["file"])
+        for g in (onnx_model.graph, *subgraphs(onnx_model.graph)):
+            if any(n.op_type in ("MatMul", "MatMulInteger") for n in g.node):
+                assert any(n.op_type == "MatMulInteger" for n in g.node)
