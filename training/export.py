@@ -140,8 +140,11 @@ def _quiet_exporter() -> Iterator[io.StringIO]:
 
 # ---------------------------------------------------------------- graphs
 def export_graph(spec: Any, path: Path) -> None:
-    """``torch.onnx.export`` (dynamo, scan -> ONNX Scan) of one GraphSpec into ``path``."""
+    """``torch.onnx.export`` (dynamo, scan -> ONNX Scan) of one GraphSpec into ``path``,
+    then :func:`training.onnx_tidy.tidy_graph_file` (no exporter notes, weights folded)."""
     import torch
+
+    from .onnx_tidy import tidy_graph_file
 
     with _quiet_exporter() as chatter:
         try:
@@ -159,7 +162,7 @@ def export_graph(spec: Any, path: Path) -> None:
         except Exception as exc:
             tail = chatter.getvalue().strip()[-2000:]
             raise ExportError(f"{spec.file}: torch.onnx.export failed: {type(exc).__name__}: {exc}\n{tail}") from exc
-    strip_exporter_notes(path)
+    tidy_graph_file(path)
 
 
 def _metadata(manifest: dict[str, Any], graph: str) -> dict[str, str]:
@@ -170,24 +173,6 @@ def _metadata(manifest: dict[str, Any], graph: str) -> dict[str, str]:
     props["tlstm.graph"] = graph
     props["tlstm.graph_io"] = json.dumps(manifest["graphs"][graph])
     return props
-
-
-def strip_exporter_notes(path: Path) -> None:
-    """Drop the exporter's per-node notes (stack traces naming the exporting machine's source
-    paths, FX node dumps): they are a third of a small graph's bytes and say nothing a
-    package reader needs."""
-    import onnx
-
-    from .onnx_precision import subgraphs
-
-    model = onnx.load(str(path))
-    for graph in (model.graph, *subgraphs(model.graph)):
-        graph.doc_string = ""
-        for node in graph.node:
-            del node.metadata_props[:]
-            node.doc_string = ""
-    model.doc_string = ""
-    onnx.save(model, str(path))
 
 
 def _set_metadata(path: Path, props: dict[str, str]) -> None:

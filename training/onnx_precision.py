@@ -28,6 +28,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .onnx_graphs import GraphSpec, mixed_lengths
+from .onnx_tidy import subgraphs
 from .onnx_verify import (
     ExportVerificationError,
     check_graph_file,
@@ -62,19 +63,6 @@ class ValidationSet:
 
 
 # ---------------------------------------------------------------- conversions
-def subgraphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
-    """Every graph nested in ``graph``'s nodes (Scan/Loop/If bodies), depth first."""
-    found = []
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                found += [attr.g, *subgraphs(attr.g)]
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for g in attr.graphs:
-                    found += [g, *subgraphs(g)]
-    return found
-
-
 def _fp16_weights(graph: onnx.GraphProto) -> int:
     """Store this graph's float32 initializers in float16 behind a Cast; returns how many."""
     casts, kept, converted = [], [], 0

@@ -25,7 +25,7 @@ def save_figure(fig: Any, path: str | os.PathLike[str]) -> None:
     os.close(fd)
     try:
         os.chmod(tmp, 0o644)
-        fig.savefig(tmp, format="png", dpi=100)
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -227,7 +227,7 @@ class Trainer:
                 self._train_step()
                 progress.update()
                 step = self.state.step
-                if step % self.config.log_every == 0:
+                if step % self.config.log_every == 0 or step == self.config.max_steps:
                     self._log_train(progress)
                 evaluated = step % self.config.eval_every == 0 or step == self.config.max_steps
                 if evaluated and self._evaluate(progress):

@@ -12,6 +12,7 @@ from training.corpus import collect_docstrings, corpus_fingerprint
 from training.tasks import DataError, build_task
 from training.tasks.base import IGNORE
 from training.tasks.chars import ENWIK8_BYTES, CharsTask, split_sizes
+from training.tasks.lm import EVAL_STREAMS
 
 
 def test_file_split_is_90_5_5_in_order(tmp_path):
@@ -145,20 +146,22 @@ def test_segmented_training_loss_equals_the_whole_sequence_loss(tmp_path, varian
 
 
 def test_evaluation_scores_every_symbol_after_each_chunks_first(tmp_path):
-    task = _lm_task(tmp_path, n=2000, bptt=8)
+    task = _lm_task(tmp_path, n=20000, bptt=8)
     torch.manual_seed(1)
     model = build_model(variant_config("tlstm-2d", input_size=task.input_size, output_size=task.output_size, depth=3, channels=8)).eval()
-    sums = task.evaluate(model, "test", 4)
+    sums = task.evaluate(model, "test", 64)
     data = torch.from_numpy(task.splits["test"].astype(np.int64))
-    chunk = len(data) // 4
-    rows = data[: 4 * chunk].view(4, chunk)
+    chunk = len(data) // EVAL_STREAMS
+    rows = data[: EVAL_STREAMS * chunk].view(EVAL_STREAMS, chunk)
     with torch.no_grad():
         logits = model(rows[:, :-1])
         reference = F.cross_entropy(logits.reshape(-1, task.output_size), rows[:, 1:].reshape(-1), reduction="sum")
-    assert sums["count"] == 4 * (chunk - 1)
+    assert sums["count"] == EVAL_STREAMS * (chunk - 1)
     assert sums["loss_sum"] == pytest.approx(reference.item(), rel=1e-5)
-    halves = [task.evaluate(model, "test", 4, rank=r, world=2) for r in range(2)]
-    assert sum(h["loss_sum"] for h in halves) == pytest.approx(sums["loss_sum"], rel=1e-6)
+    for batch_size, world in ((5, 1), (64, 2), (3, 2)):  # neither the batch nor the processes change the result
+        parts = [task.evaluate(model, "test", batch_size, rank=r, world=world) for r in range(world)]
+        assert sum(p["count"] for p in parts) == sums["count"]
+        assert sum(p["loss_sum"] for p in parts) == pytest.approx(sums["loss_sum"], rel=1e-6)
     assert task.metrics(sums)["bpc"] == pytest.approx(sums["loss_sum"] / sums["count"] / math.log(2))
 
 

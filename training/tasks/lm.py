@@ -7,8 +7,9 @@ the next. The model's raw output at global step s predicts the symbol after inpu
 inputs: targets are indexed globally, ``target(s) = stream[s - delay + 1]``, and only the very
 first ``delay`` outputs of a pass (no input behind them) are ignored.
 
-Evaluation cuts a split into contiguous chunks, one per stream, runs each chunk from a zero
-state with ``delay`` flush steps at its end, and scores every symbol after a chunk's first.
+Evaluation cuts a split into ``EVAL_STREAMS`` contiguous chunks (fewer for a tiny split), runs
+each chunk from a zero state with ``delay`` flush steps at its end, and scores every symbol
+after a chunk's first.
 Bits per character: mean cross-entropy in nats / ln 2.
 """
 
@@ -25,6 +26,8 @@ from torch import Tensor
 from model import RecurrentModel
 
 from .base import IGNORE, SPLITS, Batch, DataError, Task, check_split, rank_slice
+
+EVAL_STREAMS = 32  # evaluation cuts a split into this many contiguous chunks
 
 
 def _targets(stream: np.ndarray, start: int, length: int, delay: int) -> np.ndarray:
@@ -105,17 +108,26 @@ class LanguageModelTask(Task):
         self, model: RecurrentModel, split: str, batch_size: int, *, limit: int | None = None,
         rank: int = 0, world: int = 1, device: torch.device | None = None,
     ) -> dict[str, float]:
+        """Sums over ``split`` cut into EVAL_STREAMS chunks; ``batch_size`` chunks run at once.
+
+        The chunking does not depend on ``batch_size`` or ``world``, so neither changes the result.
+        """
         check_split(split)
         data = self.splits[split] if limit is None else self.splits[split][: limit + 1]
-        streams = max(1, min(batch_size, len(data) // 2))
+        streams = max(1, min(EVAL_STREAMS, len(data) // 2))
         chunk = len(data) // streams
         rows = data[: streams * chunk].reshape(streams, chunk)[rank::world]
         totals = {"loss_sum": 0.0, "count": 0.0}
-        if len(rows) == 0:
-            return totals
-        delay = model.delay
-        state = None
-        length = chunk - 1  # inputs 0..chunk-2; each has a target
+        for first in range(0, len(rows), batch_size):
+            sums = self._evaluate_rows(model, rows[first : first + batch_size], device)
+            totals = {k: totals[k] + sums[k] for k in totals}
+        return totals
+
+    def _evaluate_rows(self, model: RecurrentModel, rows: np.ndarray, device: torch.device | None) -> dict[str, float]:
+        """Score every symbol after the first of each row (N, C), carrying the state across segments."""
+        delay, state = model.delay, None
+        length = rows.shape[1] - 1  # inputs 0..C-2; each has a target
+        totals = {"loss_sum": 0.0, "count": 0.0}
         with torch.no_grad():
             for start in range(0, length, self.bptt):
                 seg = rows[:, start : min(start + self.bptt, length)]
