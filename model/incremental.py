@@ -40,10 +40,12 @@ from torch import Tensor, nn
 from .base import RecurrentModel, State
 from .config import TLSTMConfig
 from .incremental_band import (
+    Tap,
     assemble,
     band_rects,
     finish_band,
-    pad_hcat,
+    input_reads,
+    reads_band,
     split_taps,
     tap_weight,
     unflatten,
@@ -143,8 +145,38 @@ def _crop(state: State, start: int) -> State:
     return tuple(out)
 
 
-def advance(model: RecurrentModel, layout: StaircaseLayout, u: Tensor, staircase: Staircase) -> tuple[Tensor, Staircase]:
-    """The incremental step on a projected input, without argument checks (exportable).
+def _input_term(model: RecurrentModel, x: Tensor, corner: list[tuple[int, Tap]], locations: int) -> Tensor:
+    """The convolution's terms that read u_t (H^cat row 0) at the committed level's band:
+    (B, N_0, G), zero at locations that do not read it.
+
+    For token inputs u_t @ W_tap is a row of the table (W^x + b^x) @ W_tap (R, G), a constant
+    of the weights: the input projection folds into the convolution, one gather instead of a
+    matrix product per step.
+    """
+    batch, g = x.shape[0], model.w_h.shape[0]
+    u = None if model.config.input_type == "tokens" else model.project(x.unsqueeze(1)).squeeze(1)  # (B, M)
+    terms: dict[int, Tensor] = {}
+    for index, tap in corner:
+        w = model.w_h[(slice(None), slice(None), *tap)].T  # (M, G)
+        term = ((model.w_x + model.b_x) @ w)[x] if u is None else u @ w  # (B, G)
+        terms[index] = terms[index] + term if index in terms else term
+    pieces: list[Tensor] = []
+    gap = 0
+    for index in range(locations):
+        if index not in terms:
+            gap += 1
+            continue
+        if gap:
+            pieces.append(model.w_h.new_zeros(batch, gap, g))
+            gap = 0
+        pieces.append(terms[index].unsqueeze(1))
+    if gap:
+        pieces.append(model.w_h.new_zeros(batch, gap, g))
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
+
+
+def advance(model: RecurrentModel, layout: StaircaseLayout, x: Tensor, staircase: Staircase) -> tuple[Tensor, Staircase]:
+    """The incremental step, without argument checks (exportable).
 
     The convolution taps that read a band's own location or those after it (``split_taps``'
     forward taps) only read values known before the step (the committed state for level 0, the
@@ -154,14 +186,13 @@ def advance(model: RecurrentModel, layout: StaircaseLayout, u: Tensor, staircase
     Args:
         model: a TLSTM whose layout is exact.
         layout: ``StaircaseLayout.of(model.config)``.
-        u: (B, M) the projected input u_{t+1}.
+        x: (B,) token ids or (B, R) features, x_{t+1}.
         staircase: the staircase at time t.
     Returns:
         H_{t+L} at the output location (B, M), and the staircase at time t+1.
     """
     cfg = model.config
     k, p, d = cfg.kernel_size, cfg.tensor_size, cfg.order
-    before = k // 2
     params = _params(model)
     forward_taps, backward_taps = split_taps(d, k)
     old = layout.split(staircase)
@@ -170,29 +201,36 @@ def advance(model: RecurrentModel, layout: StaircaseLayout, u: Tensor, staircase
     inners = layout.starts[1:] + (p,)
     rects = [band_rects(d, layout.starts[j], inners[j], p) for j in range(levels)]
 
-    # Level 0 reads the committed state and u_{t+1} (H^cat); level j >= 1 reads the level
-    # before it, whose locations from starts[j] on are the kept cone of old level j.
-    hcat = pad_hcat(old[0][0], u, k)  # (B, *loc+K-1, M), origin -before
-    known = [windows(hcat, -before, rects[0], k, forward_taps)]
-    known += [windows(old[j][0], layout.starts[j], rects[j], k, forward_taps) for j in range(1, levels)]
+    # Forward taps: level 0 reads the committed state, level j >= 1 the level before it at
+    # locations from starts[j] on, which are the kept cone of old level j.
+    known = [windows(old[j][0], layout.starts[j], rects[j], k, forward_taps) for j in range(levels)]
     a_known = torch.cat(known, dim=1) @ tap_weight(model.w_h, forward_taps) + model.b_h  # (B, N, G)
     a_known_levels = torch.split(a_known, [w.shape[1] for w in known], dim=1)
     w_backward = tap_weight(model.w_h, backward_taps)  # (taps*M, G)
 
-    h_source, h_origin = hcat, -before
-    c_source, c_origin = (old[0][1] if lstm else None), 0
+    # Backward taps of level 0: u_{t+1} (H^cat row 0), and the committed state where they reach it.
+    state_reads, corner = input_reads(rects[0], backward_taps, k, p)
+    a_t = a_known_levels[0] + _input_term(model, x, corner, a_known_levels[0].shape[1])
+    if state_reads:
+        a_t = a_t + windows(old[0][0], 0, rects[0], k, backward_taps) @ w_backward
+    h_band: Tensor | None = None  # the band just built, (B, N_j, M)
+    h_level, c_level = old[0][0], (old[0][1] if lstm else None)  # the level just built (level 0 reads the committed state)
     new: list[Tensor] = []
     for j in range(levels):
-        a_t = a_known_levels[j] + windows(h_source, h_origin, rects[j], k, backward_taps) @ w_backward  # (B, N_j, G)
-        h_band, c_band = finish_band(cfg, params, rects[j], a_t, c_source, c_origin)
+        source_origin = layout.starts[j - 1] if j else 0
+        if j > 0:  # backward taps of level j read level j-1, just built
+            if h_band is not None and reads_band(rects[j], backward_taps, k, rects[j - 1]):
+                back = h_band  # the window is the band itself (D=2, K=2 or 3)
+            else:
+                back = windows(h_level, source_origin, rects[j], k, backward_taps)
+            a_t = a_known_levels[j] + back @ w_backward  # (B, N_j, G)
+        h_band, c_band = finish_band(cfg, params, rects[j], a_t, c_level, source_origin)
         kept = old[j + 1] if j + 1 < levels else (None, None)
         h_level = assemble(d, unflatten(h_band, rects[j]), kept[0])  # (B, n_j[, n_j], M)
         new.append(h_level)
-        h_source, h_origin = h_level, layout.starts[j]
         if lstm:
             c_level = assemble(d, unflatten(c_band, rects[j]), kept[1])
             new.append(c_level)
-            c_source, c_origin = c_level, layout.starts[j]
     h_out = new[-2 if lstm else -1]  # level L-1: the output location alone, (B, 1[, 1], M)
     return h_out.reshape(h_out.shape[0], h_out.shape[-1]), tuple(new)
 
@@ -240,12 +278,11 @@ def committed_state(model: RecurrentModel, staircase: Staircase) -> State:
     return layout.split(staircase)[0]
 
 
-def _project_one(model: RecurrentModel, x_t: Tensor) -> Tensor:
-    """Check one input ((B,) ids or (B, R) features) and project it: (B, M)."""
+def _check_input(model: RecurrentModel, x_t: Tensor) -> None:
+    """Raise ValueError unless x_t is one input: (B,) token ids or (B, R) features."""
     if not isinstance(x_t, Tensor):
         raise ValueError(f"x_t: expected a tensor, got {type(x_t).__name__}")
     model.check_inputs(x_t.unsqueeze(1))
-    return model.project(x_t.unsqueeze(1)).squeeze(1)
 
 
 def incremental_step(model: RecurrentModel, x_t: Tensor, staircase: Staircase) -> tuple[Tensor, Staircase]:
@@ -263,13 +300,13 @@ def incremental_step(model: RecurrentModel, x_t: Tensor, staircase: Staircase) -
     """
     layout = _check_model(model)
     batch = layout.check(staircase)
+    _check_input(model, x_t)
     if x_t.shape[:1] != (batch,):
         raise ValueError(f"x_t: expected batch size {batch} (the staircase's), got shape {tuple(x_t.shape)}")
-    u = _project_one(model, x_t)
     if not layout.exact:
         logits, committed = model.predict_next(x_t, tuple(staircase))
         return logits, committed
-    h_out, new = advance(model, layout, u, tuple(staircase))
+    h_out, new = advance(model, layout, x_t, tuple(staircase))
     return model.head(h_out), new
 
 
@@ -328,13 +365,13 @@ class IncrementalStep(nn.Module):
         super().__init__()
         self.layout = _check_model(model)
         self.model = model
+        self.train(model.training)
 
     def forward(self, x: Tensor, *staircase: Tensor) -> tuple[Tensor, ...]:
-        u = self.model.project(x.unsqueeze(1)).squeeze(1)  # (B, M)
         if not self.layout.exact:
             logits, committed = self.model.predict_next(x, staircase)
             return (logits, *committed)
-        h_out, new = advance(self.model, self.layout, u, staircase)
+        h_out, new = advance(self.model, self.layout, x, staircase)
         return (self.model.head(h_out), *new)
 
 
@@ -348,6 +385,7 @@ class StaircaseFromState(nn.Module):
         super().__init__()
         self.layout = _check_model(model)
         self.model = model
+        self.train(model.training)
 
     def forward(self, *state: Tensor) -> tuple[Tensor, ...]:
         return _flush(self.model, self.layout, state)[0]

@@ -8,10 +8,11 @@ locations instead of the whole P (x P) grid.
 
 Coordinates are absolute 0-based location indices on every location axis (spec location p is
 index p-1). A rectangle is one half-open ``(start, stop)`` range per location axis. A source
-tensor covers the locations ``origin, origin+1, ...`` on every location axis; reading outside
-what it covers is a programming error (IndexError), so the callers pad explicitly: zeros after
-H (and before it, with u_t at index -1, for the committed level: H^cat of spec step 2), and
-replicated border values around C (spec step 5).
+tensor covers the locations ``origin, origin+1, ...`` up to the last location on every
+location axis; reads past its ends are the padding of spec steps 3 and 5 (zeros for H,
+replicated border values for C), added only where a band reads them. The input u_t, H^cat's
+row 0 (index -1 on every axis), is not in any source: ``input_reads`` says which reads meet it
+and the caller adds those terms.
 
 The convolution is split by kernel taps (``split_taps``) so that the incremental decoder can
 evaluate the taps that read already-known locations for all levels in one matrix multiply,
@@ -100,25 +101,26 @@ def _narrow(x: Tensor, origin: int, rect: Rect, offsets: Tap) -> Tensor:
 
 
 def _slab(source: Tensor, origin: int, box: Rect, fill: str) -> Tensor:
-    """source at the locations of ``box``, reading past its last location as ``fill``.
+    """source at the locations of ``box``, reading past its ends as ``fill``.
 
-    ``fill="zero"``: zeros after the last location (the convolution's zero padding).
-    ``fill="replicate"``: the border value on either side (spec step 5); a source read before
-    its first location must then start at location 0, the tensor's own border.
-    Reads before ``origin`` are otherwise an error.
+    ``fill="zero"``: zeros (the convolution's zero padding); ``fill="replicate"``: the border
+    value (spec step 5). Past the last location the source must end at the tensor's own
+    border (all sources do: every cone runs to location P-1); before its first location only a
+    source that starts at location 0, the tensor's own border, may be read.
     """
     for axis, (lo, hi) in enumerate(box, start=1):
         n = source.shape[axis]
-        if lo < origin and (fill != "replicate" or origin != 0):
+        if lo < origin and origin != 0:
             raise IndexError(f"band read from {lo} on axis {axis}, before the source's first location {origin}")
-        if hi <= origin + n and lo >= origin:
+        if lo >= origin and hi <= origin + n:
             source = source.narrow(axis, lo - origin, hi - lo)
         elif fill == "replicate":
             index = torch.arange(lo - origin, hi - origin, device=source.device).clamp(0, n - 1)
             source = source.index_select(axis, index)
         else:
-            source = source.narrow(axis, lo - origin, origin + n - lo)
-            source = F.pad(source, [0, 0] * (source.dim() - 1 - axis) + [0, hi - origin - n])
+            first, last = max(lo - origin, 0), min(hi - origin, n)
+            source = source.narrow(axis, first, last - first)
+            source = F.pad(source, [0, 0] * (source.dim() - 1 - axis) + [first - (lo - origin), hi - origin - last])
     return source
 
 
@@ -162,19 +164,36 @@ def location_params(param: Tensor, rects: list[Rect]) -> Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
 
 
-def pad_hcat(h: Tensor, u: Tensor, kernel_size: int) -> Tensor:
-    """H^cat zero padded for the convolution (spec step 2): (B, *loc, M) -> (B, *loc+K-1, M).
+def input_reads(rects: list[Rect], taps: list[Tap], kernel_size: int, size: int) -> tuple[bool, list[tuple[int, Tap]]]:
+    """How the committed level's taps meet H^cat (spec step 2), for the band ``rects``.
 
-    Covers indices -ceil((K-1)/2) .. P-1+floor((K-1)/2) on every axis, with u_t at index -1 on
-    every axis (H^cat row / corner 0); the origin of the result is -ceil((K-1)/2).
+    Returns whether any tap reads the committed state H_t itself, and the (flattened location
+    index, tap) pairs that read u_t (H^cat row 0: index -1 on every axis). Every other read is
+    zero padding.
     """
     before = kernel_size // 2
-    after = kernel_size - 1 - before
-    loc_dims = h.dim() - 2
-    padded = F.pad(h, (0, 0) + (before, after) * loc_dims)  # (B, *loc+K-1, M)
-    row = (torch.arange(padded.shape[1], device=h.device) == before - 1).to(h.dtype)  # one-hot at -1
-    corner = row if loc_dims == 1 else row[:, None] * row[None, :]  # (*loc+K-1,)
-    return padded + corner.unsqueeze(-1) * u.reshape(u.shape[0], *([1] * loc_dims), u.shape[-1])
+    state, corner = False, []
+    index = 0
+    for rect in rects:
+        for location in itertools.product(*(range(start, stop) for start, stop in rect)):
+            for tap in taps:
+                read = [p + t - before for p, t in zip(location, tap, strict=True)]
+                if all(r == -1 for r in read):
+                    corner.append((index, tap))
+                elif all(0 <= r < size for r in read):
+                    state = True
+            index += 1
+    return state, corner
+
+
+def reads_band(rects: list[Rect], taps: list[Tap], kernel_size: int, band: list[Rect]) -> bool:
+    """Whether the taps' windows over ``rects`` are exactly the locations of ``band``, in order
+    (one tap, one rectangle each): the band's flat tensor is then the window itself."""
+    if len(taps) != 1 or len(rects) != 1 or len(band) != 1:
+        return False
+    before = kernel_size // 2
+    shifted = tuple((start + t - before, stop + t - before) for (start, stop), t in zip(rects[0], taps[0], strict=True))
+    return shifted == band[0]
 
 
 def finish_band(

@@ -1,0 +1,456 @@
+"""Per-character streaming cost: the simple step (L full steps) against exact incremental decoding.
+
+Both engines run as ONNX Runtime sessions of loop-free step graphs, each timed in its own
+subprocess with ``intra_op_num_threads`` set explicitly (ORT's and PyTorch's thread pools slow
+each other down in one process). For every model and batch size the table gives the time per
+character, the speed-up, the target (spec section 8, issue 7: at L >= 4 and M >= 256, 0.5*L at
+batch 1 and 0.7*L at batch 32) and each engine's FLOP efficiency against this machine's
+measured sgemm peak (numpy float32 matmul, same thread count). Where a target is missed, an
+ONNX Runtime profile of the incremental graph says which cost dominates: matrix products
+(small matrices: the level-by-level products of one band each), data movement around the
+bands (slices, concatenations, padding: the halo), or everything else (per-node overhead).
+
+    python bench/bench_incremental.py                      # L = 2, 4, 8 at M = 256, batch 1 and 32
+    python bench/bench_incremental.py --depths 4 --batches 1 --rounds 1   # a quick look
+
+The models have random weights (the timing does not depend on their values); the default
+character model's configuration is added when ``--chars`` names a model package (default
+``models/chars``) that exists. Times are the minimum over ``--rounds`` rounds of interleaved
+measurements, which keeps other load on the machine from biasing one engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+MATMUL_OPS = {"MatMul", "Gemm", "FusedMatMul", "MatMulNBits"}
+HALO_OPS = {"Slice", "Concat", "Pad", "Gather", "GatherND", "Split", "Reshape", "Unsqueeze", "Squeeze", "Transpose", "Expand"}
+
+
+# ---------------------------------------------------------------------------- worker side
+# Imports nothing but numpy and onnxruntime: it runs in a fresh process per measurement.
+
+
+def _session(path: str, threads: int, profile_prefix: str | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def _feeds(session, states: dict[str, Any], batch: int, vocab: int, steps: int, seed: int = 0):
+    """Inputs for ``steps`` characters: token ids and the start state tiled to ``batch``."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, vocab, size=(steps, batch), dtype=np.int64)
+    start = {}
+    for info in session.get_inputs():
+        if info.name == "x":
+            continue
+        one = states[info.name]  # (1, *shape)
+        start[info.name] = np.ascontiguousarray(np.repeat(one, batch, axis=0))
+    return tokens, start
+
+
+def _stream(session, tokens, start):
+    """Run one character per row of ``tokens``, feeding every state output back in."""
+    outputs = [o.name for o in session.get_outputs()]
+    feeds = dict(start)
+    for row in tokens:
+        feeds["x"] = row
+        values = session.run(outputs, feeds)
+        for name, value in zip(outputs, values, strict=True):
+            if name.startswith("state_") and name.endswith("_out"):
+                feeds[name[: -len("_out")] + "_in"] = value
+
+
+def worker_time(args: argparse.Namespace) -> dict[str, Any]:
+    """Seconds per character of one graph at one batch size (min over repeats of the mean)."""
+    import numpy as np
+
+    session = _session(args.graph, args.threads)
+    states = dict(np.load(args.states))
+    tokens, start = _feeds(session, states, args.batch, args.vocab, args.steps)
+    _stream(session, tokens[: max(10, args.steps // 10)], start)  # warm-up
+    best = float("inf")
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        _stream(session, tokens, start)
+        best = min(best, (time.perf_counter() - t0) / args.steps)
+    return {"seconds_per_char": best}
+
+
+def worker_profile(args: argparse.Namespace) -> dict[str, Any]:
+    """Share of kernel time by kind (matrix products, data movement, other nodes) and the
+    framework time between kernels, from an ORT profile of ``args.steps`` characters."""
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as tmp:
+        session = _session(args.graph, args.threads, profile_prefix=os.path.join(tmp, "profile"))
+        states = dict(np.load(args.states))
+        tokens, start = _feeds(session, states, args.batch, args.vocab, args.steps)
+        _stream(session, tokens, start)
+        with open(session.end_profiling()) as fh:
+            events = json.load(fh)
+    kinds = {"matmul": 0.0, "halo": 0.0, "other": 0.0}
+    nodes = 0
+    runs = []
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            op = event["args"]["op_name"]
+            kind = "matmul" if op in MATMUL_OPS else "halo" if op in HALO_OPS else "other"
+            kinds[kind] += event["dur"]
+            nodes += 1
+        elif event.get("name") == "model_run":
+            runs.append(event["dur"])
+    total = sum(runs) or 1.0
+    shares = {k: v / total for k, v in kinds.items()}
+    shares["between_nodes"] = max(0.0, 1.0 - sum(shares.values()))
+    return {"shares": shares, "nodes_per_step": nodes / max(1, len(runs))}
+
+
+def worker_peak(args: argparse.Namespace) -> dict[str, Any]:
+    """Measured float32 matmul rate (numpy; BLAS threads set by the parent's environment)."""
+    import numpy as np
+
+    n = 1024
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
+    a @ b
+    best = float("inf")
+    for _ in range(args.repeats * 3):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return {"flops_per_second": 2 * n**3 / best}
+
+
+# ---------------------------------------------------------------------------- parent side
+
+
+@dataclass
+class Case:
+    """One model to measure: a name, its config and the exported graphs."""
+
+    name: str
+    config: Any  # model.TLSTMConfig
+    graphs: dict[str, Path]  # engine -> step graph
+    states: dict[str, Path]  # engine -> .npz of the batch-1 start state
+    flops: dict[str, float]  # engine -> multiply-add FLOPs per character and sequence
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _flops(config, engine: str) -> float:
+    """Matrix-product FLOPs per character for one sequence, as each engine computes them.
+
+    Simple path: L full steps of the convolution over every location and kernel tap (padding
+    included, as the step computes it) plus the memory-cell convolution. Incremental: the
+    forward taps of every band, the backward taps of levels 1.. (and of level 0 where they
+    reach the committed state), the memory-cell convolution of the bands. The head once.
+    """
+    from model.incremental import StaircaseLayout
+    from model.incremental_band import band_rects, input_reads, rect_size, split_taps
+
+    m, g, kappa = config.channels, config.gate_channels, config.kappa
+    memory = 2 * kappa * m if config.uses_q else 0
+    head = 2 * m * config.output_size
+    if engine == "naive":
+        return config.depth * config.num_locations * (2 * kappa * m * g + memory) + head
+    layout = StaircaseLayout.of(config)
+    if not layout.exact:
+        return _flops(config, "naive")
+    forward, backward = split_taps(config.order, config.kernel_size)
+    p = config.tensor_size
+    inners = layout.starts[1:] + (p,)
+    total = 0.0
+    for j in range(layout.levels):
+        rects = band_rects(config.order, layout.starts[j], inners[j], p)
+        n = sum(rect_size(r) for r in rects)
+        taps = len(forward)
+        if j > 0 or input_reads(rects, backward, config.kernel_size, p)[0]:
+            taps += len(backward)
+        total += n * (2 * taps * m * g + memory)
+    return total + head
+
+
+def _export(model, engine: str, path: Path) -> tuple[list[str], tuple]:
+    """Write one engine's step graph; return its state names and batch-1 start state."""
+    import torch
+
+    from model.incremental import IncrementalStep, StaircaseLayout, staircase_from_state
+
+    class SimpleStep(torch.nn.Module):
+        """Today's streaming graph: the real step, then L-1 flush steps on a copy (predict_next)."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x, *state):
+            logits, committed = self.inner.predict_next(x, state)
+            return (logits, *committed)
+
+    cfg = model.config
+    with torch.no_grad():
+        if engine == "naive":
+            module, names, start = SimpleStep(model), list(cfg.state_names), model.initial_state(1)
+        else:
+            module, names = IncrementalStep(model), list(StaircaseLayout.of(cfg).state_names)
+            start = staircase_from_state(model, model.initial_state(1))
+    batch = torch.export.Dim("B", min=1, max=4096)
+    x = torch.zeros(2, dtype=torch.long)
+    args = tuple(t.expand(2, *t.shape[1:]).contiguous() for t in start)
+    # The exporter reports its progress on stdout and warns about unused names: keep the table clean.
+    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module.eval(), (x, *args), str(path), dynamo=True, verbose=False,
+            input_names=["x"] + [f"state_{n}_in" for n in names],
+            output_names=["logits"] + [f"state_{n}_out" for n in names],
+            dynamic_shapes=({0: batch}, tuple({0: batch} for _ in names)),
+        )
+    return names, start
+
+
+def _verify(model, graphs: dict[str, Path], starts: dict[str, tuple], names: dict[str, list[str]]) -> float:
+    """Both graphs against PyTorch's simple path over a few characters; the max difference."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    worst = 0.0
+    tokens = torch.randint(0, model.config.input_size, (5, 2), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected, state = [], model.initial_state(2)
+        for row in tokens:
+            logits, state = model.predict_next(row, state)
+            expected.append(logits.numpy())
+    for engine, path in graphs.items():
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        feeds = {f"state_{n}_in": np.repeat(t.numpy(), 2, axis=0) for n, t in zip(names[engine], starts[engine], strict=True)}
+        for row, want in zip(tokens, expected, strict=True):
+            out = session.run(None, {"x": row.numpy(), **feeds})
+            feeds = {f"state_{n}_in": v for n, v in zip(names[engine], out[1:], strict=True)}
+            worst = max(worst, float(np.abs(out[0] - want).max()))
+    return worst
+
+
+def _cases(args: argparse.Namespace, workdir: Path) -> list[Case]:
+    import numpy as np
+    import torch
+
+    from model import TLSTMConfig, build_model
+
+    specs: list[tuple[str, TLSTMConfig]] = []
+    for depth in args.depths:
+        cfg = TLSTMConfig(
+            input_size=args.vocab, output_size=args.vocab, channels=args.channels,
+            tensor_size=depth * (args.kernel // 2), order=args.order, kernel_size=args.kernel,
+        )
+        specs.append((f"D{args.order} K{args.kernel} L={cfg.depth}", cfg))
+    manifest = Path(args.chars) / "manifest.json" if args.chars else None
+    if manifest and manifest.is_file():
+        cfg = TLSTMConfig.from_dict(json.loads(manifest.read_text())["config"])
+        if cfg.input_type == "tokens":
+            specs.append((f"chars ({Path(args.chars).name}) L={cfg.depth}", cfg))
+        else:
+            _log(f"note: {args.chars} reads features, not characters; left out")
+    elif args.chars:
+        _log(f"note: no model package at {args.chars}; the default character model is left out")
+
+    torch.manual_seed(0)
+    cases = []
+    for index, (name, cfg) in enumerate(specs):
+        model = build_model(cfg).eval()
+        graphs, states, starts, names = {}, {}, {}, {}
+        for engine in ("naive", "incremental"):
+            graphs[engine] = workdir / f"case{index}_{engine}.onnx"
+            t0 = time.perf_counter()
+            names[engine], starts[engine] = _export(model, engine, graphs[engine])
+            states[engine] = workdir / f"case{index}_{engine}.npz"
+            np.savez(states[engine], **{f"state_{n}_in": t.numpy() for n, t in zip(names[engine], starts[engine], strict=True)})
+            _log(f"exported {name} {engine} ({time.perf_counter() - t0:.0f} s)")
+        worst = _verify(model, graphs, starts, names)
+        if worst > 1e-4:
+            raise RuntimeError(f"{name}: the exported graphs differ from PyTorch by {worst:.3g}")
+        flops = {engine: _flops(cfg, engine) for engine in graphs}
+        cases.append(Case(name, cfg, graphs, states, flops))
+    return cases
+
+
+def _run_worker(mode: str, threads: int, extra: list[str]) -> dict[str, Any]:
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(threads)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", mode, "--threads", str(threads), *extra]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"worker {mode} failed ({out.returncode}): {out.stderr.strip()[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _target(config, batch: int) -> float | None:
+    """The issue's target speed-up, or None where it sets none (L < 4 or M < 256)."""
+    if config.depth < 4 or config.channels < 256:
+        return None
+    if batch == 1:
+        return 0.5 * config.depth
+    if batch == 32:
+        return 0.7 * config.depth
+    return None
+
+
+def _verdict(shares: dict[str, float]) -> str:
+    named = {
+        "small matrices (matrix products)": shares["matmul"],
+        "halo / data movement (slices, concatenations)": shares["halo"],
+        "per-node overhead (other small nodes and time between them)": shares["other"] + shares["between_nodes"],
+    }
+    worst = max(named, key=lambda k: named[k])
+    detail = ", ".join(f"{k.split(' (')[0]} {v:.0%}" for k, v in named.items())
+    return f"{worst} dominates ({detail})"
+
+
+def parent(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    with tempfile.TemporaryDirectory(prefix="bench_incremental_") as tmp:
+        cases = _cases(args, Path(tmp))
+        jobs = [(c, e, b) for c in cases for b in args.batches for e in ("naive", "incremental")]
+        results: dict[tuple[str, str, int], float] = {}
+        peak = 0.0
+        total = args.rounds * (len(jobs) + 1)
+        bar = tqdm(total=total, desc="timing", disable=not sys.stderr.isatty())
+        done = 0
+        for round_index in range(args.rounds):
+            peak = max(peak, _run_worker("peak", args.threads, ["--repeats", str(args.repeats)])["flops_per_second"])
+            done += 1
+            bar.update()
+            for case, engine, batch in jobs:
+                extra = [
+                    "--graph", str(case.graphs[engine]), "--states", str(case.states[engine]), "--batch", str(batch),
+                    "--vocab", str(case.config.input_size), "--steps", str(args.steps), "--repeats", str(args.repeats),
+                ]
+                seconds = _run_worker("time", args.threads, extra)["seconds_per_char"]
+                key = (case.name, engine, batch)
+                results[key] = min(results.get(key, float("inf")), seconds)
+                done += 1
+                bar.update()
+                if not sys.stderr.isatty():
+                    _log(f"[{done}/{total}] round {round_index + 1}: {case.name} {engine} batch {batch}: {seconds * 1e6:.0f} us/char")
+        bar.close()
+
+        rows, notes = [], []
+        for case in cases:
+            for batch in args.batches:
+                naive, incremental = results[(case.name, "naive", batch)], results[(case.name, "incremental", batch)]
+                speedup = naive / incremental
+                target = _target(case.config, batch)
+                eff = {e: case.flops[e] * batch / results[(case.name, e, batch)] / peak for e in ("naive", "incremental")}
+                met = "-" if target is None else ("yes" if speedup >= target else "NO")
+                rows.append((case.name, case.config.channels, batch, naive * 1e6, incremental * 1e6, speedup, target, met, eff["naive"], eff["incremental"]))
+                if target is not None and speedup < target:
+                    extra = [
+                        "--graph", str(case.graphs["incremental"]), "--states", str(case.states["incremental"]),
+                        "--batch", str(batch), "--vocab", str(case.config.input_size), "--steps", str(min(args.steps, 100)),
+                    ]
+                    profile = _run_worker("profile", args.threads, extra)
+                    notes.append(
+                        f"{case.name}, batch {batch}: {speedup:.2f}x < {target:.1f}x; {profile['nodes_per_step']:.0f} nodes "
+                        f"per step; {_verdict(profile['shares'])}"
+                    )
+
+    print(f"\nsgemm peak (numpy float32 1024^3, {args.threads} thread(s)): {peak / 1e9:.1f} GFLOP/s")
+    header = "| model | M | batch | simple us/char | incremental us/char | speed-up | target | met | simple %peak | incremental %peak |"
+    print(header)
+    print("|---" * (header.count("|") - 1) + "|")
+    for name, m, batch, naive, incr, speedup, target, met, e_naive, e_incr in rows:
+        target_text = "-" if target is None else f"{target:.1f}x"
+        print(f"| {name} | {m} | {batch} | {naive:.0f} | {incr:.0f} | {speedup:.2f}x | {target_text} | {met} | {e_naive:.0%} | {e_incr:.0%} |")
+    for note in notes:
+        print(f"- {note}")
+    command = " ".join(shlex.quote(a) for a in [Path(sys.executable).name, "bench/bench_incremental.py", *sys.argv[1:]])
+    print(f"\nreproduce: {command}")
+    if args.json:
+        _write_json(Path(args.json), {"peak_flops": peak, "rows": rows, "notes": notes, "command": command})
+    return 0
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically: a temporary file in the same directory, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--depths", type=_positive, nargs="+", default=[2, 4, 8], help="depths L of the synthetic models")
+    parser.add_argument("--channels", type=_positive, default=256, help="M of the synthetic models")
+    parser.add_argument("--order", type=int, choices=(2, 3), default=2, help="D of the synthetic models")
+    parser.add_argument("--kernel", type=int, choices=(2, 3, 5), default=3, help="K of the synthetic models")
+    parser.add_argument("--vocab", type=_positive, default=205, help="R = S of the synthetic models (enwik8's 205)")
+    parser.add_argument("--chars", default=str(ROOT / "models" / "chars"), help="default character model package ('' to skip)")
+    parser.add_argument("--batches", type=_positive, nargs="+", default=[1, 32])
+    parser.add_argument("--threads", type=_positive, default=1, help="intra_op_num_threads (and BLAS threads for the peak)")
+    parser.add_argument("--steps", type=_positive, default=200, help="characters per timed run")
+    parser.add_argument("--repeats", type=_positive, default=3, help="timed runs per measurement (the minimum is kept)")
+    parser.add_argument("--rounds", type=_positive, default=3, help="interleaved rounds over all measurements")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    # internal: one measurement in a fresh process
+    parser.add_argument("--worker", choices=("time", "profile", "peak"), help=argparse.SUPPRESS)
+    parser.add_argument("--graph", help=argparse.SUPPRESS)
+    parser.add_argument("--states", help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=_positive, default=1, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.worker:
+        run = {"time": worker_time, "profile": worker_profile, "peak": worker_peak}[args.worker]
+        print(json.dumps(run(args)))
+        return 0
+    sys.path.insert(0, str(ROOT))  # the model package, when run from a checkout
+    return parent(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
