@@ -1,0 +1,434 @@
+"""The serving service under load: engine against PyTorch, HTTP against the engine, batching gains.
+
+Runs on the default model packages (``models/chars``, ``models/digits``); when they are
+missing it exports untrained models of the same shapes first (the speed does not depend on
+the weights) and says so. Every engine is measured in its own process (ONNX Runtime's and
+PyTorch's thread pools slow each other down in one process), the HTTP client in another
+process than the server. Figures:
+
+* characters/s of one stream: PyTorch eager (``predict_next`` + sampling, 1 thread) and the
+  ONNX Runtime engine (scheduler, sampling, 1 intra-op thread);
+* characters/s of one SSE stream over HTTP, against the engine alone;
+* aggregate characters/s with 1, 8 and 32 concurrent streams, engine alone and over HTTP;
+* classifications/s: one at a time, and 64 concurrent clients unbatched (``max_batch=1``)
+  and micro-batched, engine alone and over HTTP;
+* p50/p99 latencies: time to first character, whole requests.
+
+    python bench/bench_service.py                  # the defaults below
+    python bench/bench_service.py --quick          # shorter runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import signal
+import string
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGETS = {
+    "engine_vs_torch": 3.0,
+    "sse_vs_engine": 0.8,
+    "http32_vs_engine32": 0.8,
+    "classify_batched_vs_unbatched": 8.0,
+}
+
+
+# ---------------------------------------------------------------------- helpers
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def run_phase(phase: str, args: argparse.Namespace, *extra: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run one phase of this script in its own process; its last stdout line is JSON."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--phase", phase, "--models", str(args.models),
+               "--scale", str(args.scale), *extra]
+    print(f"[bench] {phase} ...", flush=True)
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    if result.returncode != 0:
+        sys.stderr.write(result.stdout + result.stderr)
+        raise SystemExit(f"[bench] phase {phase} failed with exit code {result.returncode}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def prompt_for(vocab: list[str]) -> str:
+    """A short prompt made of characters the model knows."""
+    wanted = "The "
+    if all(c in vocab for c in wanted):
+        return wanted
+    return "".join(v for v in vocab if len(v) == 1)[:4]
+
+
+# ---------------------------------------------------------------------- fallback packages
+def export_stand_ins(out: Path) -> None:
+    """Untrained packages shaped like the default models (phase ``export``)."""
+    import torch
+
+    from model import variant_config
+    from model.variants import build_model
+    from training.checkpoint import Checkpoint
+    from training.default_models import DEFAULT_MODELS
+    from training.export import export_package
+
+    torch.manual_seed(0)
+    vocab = list(string.printable)
+    chars = DEFAULT_MODELS["chars"]
+    cfg = variant_config(chars.variant, input_size=len(vocab), output_size=len(vocab), depth=chars.depth, channels=chars.channels)
+    task = {"name": "chars", "kind": "lm", "vocab": vocab, "input": {"type": "tokens", "size": len(vocab), "max_length": 32}}
+    export_package(Checkpoint(cfg, build_model(cfg).eval().state_dict(), task), out / "chars", seed=0)
+    digits = DEFAULT_MODELS["digits"]
+    cfg = variant_config(digits.variant, input_size=8, output_size=10, depth=digits.depth, channels=digits.channels,
+                         input_type="features")
+    task = {"name": "digits", "kind": "classifier", "labels": [str(d) for d in range(10)],
+            "input": {"type": "features", "size": 8, "max_length": 8}}
+    export_package(Checkpoint(cfg, build_model(cfg).eval().state_dict(), task), out / "digits", seed=0)
+
+
+# ---------------------------------------------------------------------- phase: PyTorch eager
+def phase_torch(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from model import TLSTMConfig, build_model
+
+    torch.set_num_threads(1)
+    manifest = json.loads((args.models / "chars" / "manifest.json").read_text())
+    model = build_model(TLSTMConfig.from_dict(manifest["config"])).eval()  # same shapes; speed ignores weights
+    vocab = manifest["vocab"]
+    count = int(1000 * args.scale)
+    generator = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        state = model.initial_state(1)
+        for char in prompt_for(vocab):
+            logits, state = model.predict_next(torch.tensor([vocab.index(char)]), state)
+        for _ in range(50):  # warm-up
+            logits, state = model.predict_next(torch.tensor([0]), state)
+        started = time.perf_counter()
+        for _ in range(count):
+            probs = torch.softmax(logits[0].double(), dim=-1)
+            x = torch.multinomial(probs, 1, generator=generator)
+            logits, state = model.predict_next(x, state)
+        elapsed = time.perf_counter() - started
+    return {"torch_one_stream_chars_per_s": count / elapsed, "torch_threads": torch.get_num_threads()}
+
+
+# ---------------------------------------------------------------------- phase: engine alone
+def phase_engine(args: argparse.Namespace) -> dict[str, Any]:
+    import numpy as np
+
+    from service.engine.engine import Engine, EngineConfig
+    from service.engine.sampling import SamplingParams
+
+    engine = Engine(EngineConfig(providers=("CPUExecutionProvider",), warmup_runs=3, max_streams=64, max_batch=64))
+    engine.load(args.models)
+    engine.warm_up()
+    results: dict[str, Any] = {"providers": engine.model("chars").providers}
+    generation = engine.model("chars").generation
+    prompt = prompt_for(generation.vocab)
+
+    count = int(2000 * args.scale)
+    started = time.perf_counter()
+    generation.complete(prompt, SamplingParams(max_new=count, seed=0))
+    results["engine_one_stream_chars_per_s"] = count / (time.perf_counter() - started)
+
+    for streams in (1, 8, 32):
+        per_stream = int(600 * args.scale)
+        barrier = threading.Barrier(streams + 1)
+        done: list[float] = []
+
+        def one(seed: int, per_stream: int = per_stream, barrier: threading.Barrier = barrier, done: list[float] = done) -> None:
+            barrier.wait()
+            generation.complete(prompt, SamplingParams(max_new=per_stream, seed=seed))
+            done.append(time.perf_counter())
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(streams)]
+        for t in threads:
+            t.start()
+        barrier.wait()
+        started = time.perf_counter()
+        for t in threads:
+            t.join()
+        results[f"engine_{streams}_streams_chars_per_s"] = streams * per_stream / (max(done) - started)
+
+    served = engine.model("digits")
+    spec = served.spec
+    rng = np.random.default_rng(0)
+    shape = (spec.max_length,) if spec.type == "tokens" else (spec.max_length, spec.size)
+    x = rng.random(shape).astype(np.float32) if spec.type == "features" else rng.integers(0, spec.size, shape)
+    single = int(400 * args.scale)
+    batch_x, lengths = x[None], np.array([spec.max_length], dtype=np.int64)
+    session = served.package.sessions["classify"]
+    started = time.perf_counter()
+    for _ in range(single):
+        session.run(["logits"], {"x": batch_x, "lengths": lengths})
+    results["engine_classify_unbatched_per_s"] = single / (time.perf_counter() - started)
+
+    clients, per_client = 64, int(40 * args.scale)
+    batcher = served.classifier
+    barrier = threading.Barrier(clients + 1)
+
+    def client() -> None:
+        barrier.wait()
+        for _ in range(per_client):
+            batcher.submit([x]).result(60)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for t in threads:
+        t.join()
+    results["engine_classify_64_clients_per_s"] = clients * per_client / (time.perf_counter() - started)
+    engine.stop()
+    return results
+
+
+# ---------------------------------------------------------------------- phase: HTTP client
+async def _sse(client: Any, body: dict[str, Any]) -> tuple[int, float, float]:
+    """Characters received, time to first character, total time of one streamed completion."""
+    started = time.perf_counter()
+    first = None
+    chars = 0
+    async with client.stream("POST", "/v1/completions", json={**body, "stream": True}) as response:
+        if response.status_code != 200:
+            raise RuntimeError(f"HTTP {response.status_code}: {await response.aread()!r}")
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            payload = json.loads(line[6:])
+            if "error" in payload:
+                raise RuntimeError(payload["error"]["message"])
+            text = payload["choices"][0]["text"] if payload["choices"] else ""
+            if text and first is None:
+                first = time.perf_counter() - started
+            chars += len(text)
+    return chars, first or float("nan"), time.perf_counter() - started
+
+
+async def _http(args: argparse.Namespace, url: str, classify_only: bool) -> dict[str, Any]:
+    import httpx
+    import numpy as np
+
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    results: dict[str, Any] = {}
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+        models = {m["id"]: m for m in (await client.get("/v1/models")).json()["data"]}
+        info = models["digits"]["input"]
+        rng = np.random.default_rng(0)
+        if info["type"] == "features":
+            x = rng.random((info["max_length"], info["size"])).round(4).tolist()
+        else:
+            x = rng.integers(0, info["size"], info["max_length"]).tolist()
+
+        async def classify_client(count: int, latencies: list[float]) -> None:
+            for _ in range(count):
+                started = time.perf_counter()
+                response = await client.post("/v1/classify", json={"model": "digits", "inputs": [x]})
+                response.raise_for_status()
+                latencies.append(time.perf_counter() - started)
+
+        latencies: list[float] = []
+        await classify_client(10, [])  # warm-up
+        per_client = int(40 * args.scale)
+        started = time.perf_counter()
+        await asyncio.gather(*(classify_client(per_client, latencies) for _ in range(64)))
+        results["http_classify_64_clients_per_s"] = 64 * per_client / (time.perf_counter() - started)
+        results["http_classify_64_clients_p50_ms"] = 1000 * percentile(latencies, 50)
+        results["http_classify_64_clients_p99_ms"] = 1000 * percentile(latencies, 99)
+        if classify_only:
+            return results
+        single: list[float] = []
+        started = time.perf_counter()
+        await classify_client(int(200 * args.scale), single)
+        results["http_classify_one_client_per_s"] = len(single) / (time.perf_counter() - started)
+        results["http_classify_one_client_p50_ms"] = 1000 * percentile(single, 50)
+
+        prompt = prompt_for(json.loads((args.models / "chars" / "manifest.json").read_text())["vocab"])
+        body = {"model": "chars", "prompt": prompt, "temperature": 1.0}
+        await _sse(client, {**body, "max_tokens": 200, "seed": 0})  # warm-up
+        count = int(2000 * args.scale)
+        chars, ttfc, total = await _sse(client, {**body, "max_tokens": count, "seed": 0})
+        results["http_one_stream_chars_per_s"] = chars / total
+        for streams in (1, 8, 32):
+            per_stream = int(600 * args.scale)
+            started = time.perf_counter()
+            outcomes = await asyncio.gather(*(_sse(client, {**body, "max_tokens": per_stream, "seed": i}) for i in range(streams)))
+            wall = time.perf_counter() - started
+            results[f"http_{streams}_streams_chars_per_s"] = sum(o[0] for o in outcomes) / wall
+            results[f"http_{streams}_streams_ttfc_p50_ms"] = 1000 * percentile([o[1] for o in outcomes], 50)
+            results[f"http_{streams}_streams_ttfc_p99_ms"] = 1000 * percentile([o[1] for o in outcomes], 99)
+            results[f"http_{streams}_streams_request_p50_ms"] = 1000 * percentile([o[2] for o in outcomes], 50)
+            results[f"http_{streams}_streams_request_p99_ms"] = 1000 * percentile([o[2] for o in outcomes], 99)
+    return results
+
+
+def phase_http(args: argparse.Namespace) -> dict[str, Any]:
+    return asyncio.run(_http(args, args.url, args.classify_only))
+
+
+# ---------------------------------------------------------------------- the server
+class Server:
+    """``tlstm serve`` on a free port, stopped with SIGTERM."""
+
+    def __init__(self, models: Path, env: dict[str, str]) -> None:
+        settings = {"TLSTM_PROVIDERS": "CPUExecutionProvider", "TLSTM_MAX_NEW_CHARS": "100000",
+                    "TLSTM_MAX_STREAMS": "64", "TLSTM_LOG_LEVEL": "warning", "TLSTM_REQUEST_TIMEOUT_S": "600", **env}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "service.server", "--models", str(models), "--port", "0", "--log-level", "info"],
+            cwd=ROOT, env={**os.environ, **settings}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        self.port: int | None = None
+        self.log: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.log.append(line)
+            match = re.search(r"running on http://127\.0\.0\.1:(\d+)", line)
+            if match:
+                self.port = int(match.group(1))
+
+    def wait_ready(self, timeout: float = 120) -> str:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit("[bench] the server exited:\n" + "".join(self.log))
+            if self.port is not None:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{self.port}/health/ready").status_code == 200:
+                        return f"http://127.0.0.1:{self.port}"
+                except httpx.TransportError:
+                    pass
+            time.sleep(0.1)
+        raise SystemExit("[bench] the server did not become ready")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+# ---------------------------------------------------------------------- report
+def report(r: dict[str, Any], note: str | None, command: str) -> dict[str, Any]:
+    ratios = {
+        "engine_vs_torch": r["engine_one_stream_chars_per_s"] / r["torch_one_stream_chars_per_s"],
+        "sse_vs_engine": r["http_one_stream_chars_per_s"] / r["engine_one_stream_chars_per_s"],
+        "http32_vs_engine32": r["http_32_streams_chars_per_s"] / r["engine_32_streams_chars_per_s"],
+        "classify_batched_vs_unbatched": r["http_classify_64_clients_per_s"] / r["http_unbatched_classify_64_clients_per_s"],
+    }
+    rows = [
+        ("one stream, PyTorch eager (chars/s)", r["torch_one_stream_chars_per_s"]),
+        ("one stream, ORT engine (chars/s)", r["engine_one_stream_chars_per_s"]),
+        ("one stream, SSE over HTTP (chars/s)", r["http_one_stream_chars_per_s"]),
+        *[(f"{n} streams aggregate, engine (chars/s)", r[f"engine_{n}_streams_chars_per_s"]) for n in (1, 8, 32)],
+        *[(f"{n} streams aggregate, HTTP (chars/s)", r[f"http_{n}_streams_chars_per_s"]) for n in (1, 8, 32)],
+        *[(f"{n} streams, time to first char p50 / p99 (ms)", f"{r[f'http_{n}_streams_ttfc_p50_ms']:.1f} / {r[f'http_{n}_streams_ttfc_p99_ms']:.1f}") for n in (1, 8, 32)],
+        *[(f"{n} streams, whole request p50 / p99 (ms)", f"{r[f'http_{n}_streams_request_p50_ms']:.0f} / {r[f'http_{n}_streams_request_p99_ms']:.0f}") for n in (8, 32)],
+        ("classify, engine, one call per input (/s)", r["engine_classify_unbatched_per_s"]),
+        ("classify, engine, 64 clients micro-batched (/s)", r["engine_classify_64_clients_per_s"]),
+        ("classify, HTTP, one client (/s)", r["http_classify_one_client_per_s"]),
+        ("classify, HTTP, 64 clients unbatched, max_batch=1 (/s)", r["http_unbatched_classify_64_clients_per_s"]),
+        ("classify, HTTP, 64 clients micro-batched (/s)", r["http_classify_64_clients_per_s"]),
+        ("classify, HTTP, 64 clients p50 / p99 (ms)", f"{r['http_classify_64_clients_p50_ms']:.1f} / {r['http_classify_64_clients_p99_ms']:.1f}"),
+        ("classify, HTTP unbatched, 64 clients p50 / p99 (ms)",
+         f"{r['http_unbatched_classify_64_clients_p50_ms']:.1f} / {r['http_unbatched_classify_64_clients_p99_ms']:.1f}"),
+    ]
+    print()
+    if note:
+        print(f"NOTE: {note}")
+    print(f"providers: {r['providers']}; PyTorch threads: {r['torch_threads']}; ONNX Runtime intra-op threads: 1")
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        shown = f"{value:,.0f}" if isinstance(value, float) else value
+        print(f"  {name:<{width}}  {shown:>14}")
+    print()
+    names = {
+        "engine_vs_torch": "engine / PyTorch eager, one stream",
+        "sse_vs_engine": "SSE over HTTP / engine, one stream",
+        "http32_vs_engine32": "32 HTTP streams / engine at 32 streams",
+        "classify_batched_vs_unbatched": "64 clients micro-batched / unbatched (HTTP)",
+    }
+    for key, value in ratios.items():
+        target = TARGETS[key]
+        verdict = "met" if value >= target else "NOT met"
+        print(f"  {names[key]:<45} {value:6.2f}x   target >= {target:g}x   {verdict}")
+    print(f"\nreproduce: {command}")
+    return ratios
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", type=Path, default=ROOT / "models", help="directory with the chars and digits packages")
+    parser.add_argument("--quick", action="store_true", help="a quarter of the default run lengths")
+    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "out" / "service.json", help="where to write the figures")
+    parser.add_argument("--phase", choices=["torch", "engine", "http", "export"], help=argparse.SUPPRESS)
+    parser.add_argument("--scale", type=float, default=1.0, help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--classify-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.phase:
+        phases = {"torch": phase_torch, "engine": phase_engine, "http": phase_http}
+        if args.phase == "export":
+            export_stand_ins(args.models)
+            print(json.dumps({"exported": str(args.models)}))
+        else:
+            print(json.dumps(phases[args.phase](args)))
+        return 0
+
+    command = "python bench/bench_service.py" + (" --quick" if args.quick else "") + \
+        ("" if args.models == ROOT / "models" else f" --models {args.models}")
+    args.scale = 0.25 if args.quick else 1.0
+    note = None
+    with tempfile.TemporaryDirectory(prefix="tlstm-bench-") as tmp:
+        if not all((args.models / name / "manifest.json").is_file() for name in ("chars", "digits")):
+            note = (f"no default packages under {args.models}: measured on freshly exported UNTRAINED models of "
+                    "the same shapes (speed does not depend on the weights; the chars vocabulary is "
+                    "string.printable, 100 characters)")
+            print(f"[bench] {note}", flush=True)
+            args.models = Path(tmp) / "models"
+            run_phase("export", args)
+        results: dict[str, Any] = {}
+        results.update(run_phase("torch", args))
+        results.update(run_phase("engine", args))
+        server = Server(args.models, {})
+        try:
+            url = server.wait_ready()
+            results.update(run_phase("http", args, "--url", url))
+        finally:
+            server.stop()
+        server = Server(args.models, {"TLSTM_MAX_BATCH": "1"})
+        try:
+            url = server.wait_ready()
+            unbatched = run_phase("http", args, "--url", url, "--classify-only")
+        finally:
+            server.stop()
+        results.update({k.replace("http_", "http_unbatched_", 1): v for k, v in unbatched.items()})
+    ratios = report(results, note, command)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"results": results, "ratios": ratios, "targets": TARGETS, "note": note,
+                                     "command": command}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
