@@ -10,6 +10,7 @@ several characters at once instead of falling behind.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 
 from ..engine.engine import ServedModel
@@ -45,6 +46,7 @@ class CompletionRun:
         self.queue: asyncio.Queue[tuple[int, StreamUpdate]] = asyncio.Queue()
         self.choices: list[Choice] = []
         self.open: set[int] = set()
+        self.created = time.perf_counter()
 
     async def start(self, prompts: list[str], params: SamplingParams, *, echo: bool, top: int | None) -> None:
         """Encode, prefill and submit every prompt; on any failure cancel what started."""
@@ -75,7 +77,9 @@ class CompletionRun:
             choice.finish_reason = "length"
             return
         self.open.add(index)
-        choice.stream = generation.open_stream(prefill, params, lambda update: self.queue.put_nowait((index, update)))
+        choice.stream = generation.open_stream(
+            prefill, params, lambda update: self.queue.put_nowait((index, update)), self.created
+        )
 
     def start_from(self, prefill: Prefill, params: SamplingParams) -> None:
         """Generate one stream from a state already computed (a prediction session's)."""

@@ -34,6 +34,8 @@ from .stepper import make_step_function
 
 log = logging.getLogger("tlstm.engine")
 
+SERVED_KINDS = ("lm", "classifier")
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -170,11 +172,16 @@ class Engine:
                 package = load_package(path, providers=providers, intra_op_threads=self.config.intra_op_threads)
             except PackageError as exc:
                 raise StartupError(f"cannot load model package {path}: {exc}") from exc
+            if package.kind not in SERVED_KINDS:
+                log.warning("model package %s is of kind %r, which this service does not serve; skipped", path, package.kind)
+                continue
             check_gpu(package.name, package.providers, self.config.require_gpu)
             if package.name in self.models:
                 raise StartupError(f"two packages are named {package.name!r}; model names must be unique")
             self.models[package.name] = self._serve(package)
             log.info("loaded model %s (%s) from %s", package.name, package.kind, path)
+        if not self.models:
+            raise StartupError(f"models directory {models_dir} holds no package this service can serve (kinds {list(SERVED_KINDS)})")
 
     def set_dispatch(self, dispatch: Dispatch) -> None:
         """Change how generation updates reach their listeners (e.g. onto an event loop)."""

@@ -11,6 +11,7 @@ Shapes: ``T`` prompt length, ``S`` vocabulary size.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -140,9 +141,14 @@ class GenerationEngine:
         prefill: Prefill,
         params: SamplingParams,
         listener: Callable[[StreamUpdate], None],
+        created: float | None = None,
     ) -> GenerationStream:
-        """Start generating after ``prefill``; the caller must hold a slot (:meth:`reserve`)."""
-        stream = GenerationStream(self.vocab, params, prefill.state, prefill.logits, listener)
+        """Start generating after ``prefill``; the caller must hold a slot (:meth:`reserve`).
+
+        ``created`` (a ``time.perf_counter()`` value) is when the request arrived, the origin
+        of its time to first character.
+        """
+        stream = GenerationStream(self.vocab, params, prefill.state, prefill.logits, listener, created)
         self.scheduler.submit(stream)
         return stream
 
@@ -155,6 +161,7 @@ class GenerationEngine:
 
     def complete(self, prompt: str | np.ndarray, params: SamplingParams, timeout: float | None = None) -> Completion:
         """Generate from ``prompt`` (text or (T,) token ids) and wait for the end. Blocking."""
+        created = time.perf_counter()
         ids = self.encode(prompt) if isinstance(prompt, str) else prompt
         self.reserve()
         try:
@@ -172,7 +179,7 @@ class GenerationEngine:
                 final.append(update)
                 done.set()
 
-        stream = self.open_stream(prefill, params, listen)
+        stream = self.open_stream(prefill, params, listen, created)
         if not done.wait(timeout):
             stream.cancel()
             raise TimeoutError(f"generation did not finish within {timeout} s")

@@ -54,6 +54,7 @@ class GenerationStream:
         logits: (S,) the prediction after the prompt's last character.
         listener: called with each :class:`StreamUpdate` (on the thread the engine's
             dispatcher chooses).
+        created: ``time.perf_counter()`` when the request arrived (default: now).
     """
 
     def __init__(
@@ -63,6 +64,7 @@ class GenerationStream:
         state: State,
         logits: np.ndarray,
         listener: Callable[[StreamUpdate], None],
+        created: float | None = None,
     ) -> None:
         self.id = next(_ids)
         self.vocab = vocab
@@ -78,7 +80,7 @@ class GenerationStream:
         self.finish_reason: str | None = None
         self.cancelled = False
         self.released = False  # its scheduler slot was given back
-        self.created = time.perf_counter()
+        self.created = time.perf_counter() if created is None else created  # for time to first char
         self.first_token_at: float | None = None
 
     def cancel(self) -> None:
