@@ -10,7 +10,7 @@ import onnx
 import pytest
 import torch
 
-from training.onnx_precision import subgraphs
+from training.onnx_tidy import subgraphs
 
 from .conftest import MAX_LENGTH, VARIANTS, assert_close, draw_inputs
 

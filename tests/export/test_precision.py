@@ -11,7 +11,8 @@ import torch
 
 from service.package import load_package
 from training.export import export_package
-from training.onnx_precision import ValidationSet, bits_per_symbol, subgraphs
+from training.onnx_precision import ValidationSet, bits_per_symbol
+from training.onnx_tidy import subgraphs
 from training.tasks.digits import DigitsTask
 
 from .conftest import make_checkpoint
