@@ -236,12 +236,14 @@ def finish_band(
     if cfg.memory_conv:
         q = torch.softmax(gates[2], dim=-1)  # (B, N, kappa)
         all_taps = list(itertools.product(range(k), repeat=cfg.order - 1))
-        cwin = windows(c_source, c_origin, rects, k, all_taps, fill="replicate")  # (B, N, kappa*M)
-        batch, n = cwin.shape[0], cwin.shape[1]
-        if n == 1:
-            c_conv = q @ cwin.reshape(batch, len(all_taps), m)  # (B, 1, M)
+        if len(rects) == 1 and rect_size(rects[0]) == 1:  # one location: its neighbourhood is one slab
+            box = tuple((start - k // 2, stop + k - 1 - k // 2) for start, stop in rects[0])
+            slab = _slab(c_source, c_origin, box, "replicate")  # (B, K[, K], M)
+            c_conv = q @ (slab if slab.dim() == 3 else slab.flatten(1, -2))  # (B, 1, kappa) @ (B, kappa, M)
         else:
-            c_conv = (q.unsqueeze(-2) @ cwin.reshape(batch, n, len(all_taps), m)).squeeze(-2)  # (B, N, M)
+            cwin = windows(c_source, c_origin, rects, k, all_taps, fill="replicate")  # (B, N, kappa*M)
+            cwin = cwin.reshape(cwin.shape[0], cwin.shape[1], len(all_taps), m)  # (B, N, kappa, M)
+            c_conv = (q.unsqueeze(-2) @ cwin).squeeze(-2)  # (B, N, M)
     else:
         centre = [(k // 2,) * (cfg.order - 1)]
         c_conv = windows(c_source, c_origin, rects, k, centre)  # (B, N, M)
