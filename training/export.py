@@ -292,6 +292,13 @@ def export_package(
 
     if precision not in PRECISIONS:
         raise ValueError(f"precision: expected one of {list(PRECISIONS)}, got {precision!r}")
+    try:
+        import onnxruntime  # noqa: F401  (verification runs every graph in it)
+    except ImportError as exc:
+        raise ExportError(
+            f"tlstm export verifies every graph with ONNX Runtime, which is not importable ({exc}); "
+            "install one build: pip install 'tlstm[cpu]' (or 'tlstm[gpu]')"
+        ) from exc
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out}: already exists; pass --force (overwrite=True) to replace it")

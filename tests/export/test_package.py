@@ -4,6 +4,8 @@ is refused with one error type naming the file and the problem."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -153,3 +155,19 @@ def test_run_helpers_check_their_inputs(packages):
         package.run_classify(np.zeros((1, 3), dtype=np.int64))
     with pytest.raises(ValueError, match="intra_op_threads: expected an int >= 0"):
         load_package(packages.get(KEY).path, intra_op_threads=-1)
+
+
+def test_loader_runs_without_torch_or_onnx(packages):
+    """The service imports the loader in an environment without the training stack."""
+    path = packages.get(KEY).path
+    script = (
+        "import sys\n"
+        "sys.modules['torch'] = None; sys.modules['onnx'] = None  # importing either now fails\n"
+        "from service.package import load_package\n"
+        f"package = load_package({str(path)!r})\n"
+        "logits, state = package.run_step([1, 2])\n"
+        "print(logits.shape, sorted(state))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "(2, 5) ['state_c_in', 'state_h_in']"
