@@ -335,21 +335,42 @@ def _verdict(shares: dict[str, float]) -> str:
     return f"{worst} dominates ({detail})"
 
 
-def parent(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+class _Progress:
+    """tqdm on a terminal when it is installed, plain log lines otherwise."""
 
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.bar = total, 0, None
+        if sys.stderr.isatty():
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                pass
+            else:
+                self.bar = tqdm(total=total, desc="timing")
+
+    def step(self, message: str) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update()
+        else:
+            _log(f"[{self.done}/{self.total}] {message}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def parent(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_incremental_") as tmp:
         cases = _cases(args, Path(tmp))
         jobs = [(c, e, b) for c in cases for b in args.batches for e in ("naive", "incremental")]
         results: dict[tuple[str, str, int], float] = {}
         peak = 0.0
-        total = args.rounds * (len(jobs) + 1)
-        bar = tqdm(total=total, desc="timing", disable=not sys.stderr.isatty())
-        done = 0
+        progress = _Progress(args.rounds * (len(jobs) + 1))
         for round_index in range(args.rounds):
-            peak = max(peak, _run_worker("peak", args.threads, ["--repeats", str(args.repeats)])["flops_per_second"])
-            done += 1
-            bar.update()
+            flops = _run_worker("peak", args.threads, ["--repeats", str(args.repeats)])["flops_per_second"]
+            peak = max(peak, flops)
+            progress.step(f"round {round_index + 1}: sgemm {flops / 1e9:.1f} GFLOP/s")
             for case, engine, batch in jobs:
                 extra = [
                     "--graph", str(case.graphs[engine]), "--states", str(case.states[engine]), "--batch", str(batch),
@@ -358,11 +379,8 @@ def parent(args: argparse.Namespace) -> int:
                 seconds = _run_worker("time", args.threads, extra)["seconds_per_char"]
                 key = (case.name, engine, batch)
                 results[key] = min(results.get(key, float("inf")), seconds)
-                done += 1
-                bar.update()
-                if not sys.stderr.isatty():
-                    _log(f"[{done}/{total}] round {round_index + 1}: {case.name} {engine} batch {batch}: {seconds * 1e6:.0f} us/char")
-        bar.close()
+                progress.step(f"round {round_index + 1}: {case.name} {engine} batch {batch}: {seconds * 1e6:.0f} us/char")
+        progress.close()
 
         rows, notes = [], []
         for case in cases:
