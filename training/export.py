@@ -3,8 +3,9 @@
     tlstm export RUN_OR_CHECKPOINT --out DIR [--fp16 | --int8] [--max-length N] [--name NAME]
 
 The package layout and manifest are fixed by docs/architecture.md ("Model package"); the
-graphs are built in :mod:`training.onnx_graphs`, checked in :mod:`training.onnx_verify`, and
-reduced in precision in :mod:`training.onnx_precision`. Everything is written into a
+graphs are built in :mod:`training.onnx_graphs`, tidied in :mod:`training.onnx_tidy`,
+checked in :mod:`training.onnx_verify`, and reduced in precision in
+:mod:`training.onnx_precision`. Everything is written into a
 temporary directory beside ``--out`` and renamed into place at the end, the manifest (with
 the sha256 of every file) last: a half-written package never exists under ``--out``.
 """
