@@ -44,6 +44,7 @@ async def create_completion(body: CompletionRequest, request: Request):
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+    watcher = asyncio.create_task(_watch_disconnect(request, run))
     try:
         async with asyncio.timeout(timeout):
             while run.open:
@@ -53,6 +54,7 @@ async def create_completion(body: CompletionRequest, request: Request):
     except TimeoutError:
         raise request_timeout(timeout) from None
     finally:
+        watcher.cancel()
         run.cancel()
     return {
         "id": new_id(),
@@ -62,6 +64,13 @@ async def create_completion(body: CompletionRequest, request: Request):
         "choices": [choice_body(c, with_logprobs) for c in run.choices],
         "usage": usage(run.choices),
     }
+
+
+async def _watch_disconnect(request: Request, run: CompletionRun) -> None:
+    """Cancel the run as soon as the client of a plain (non-streamed) request goes away."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    run.client_gone()
 
 
 async def _events(run: CompletionRun, writer: ChunkWriter, timeout: float, include_usage: bool) -> AsyncIterator[str]:

@@ -98,6 +98,8 @@ class CompletionRun:
         first = await asyncio.wait_for(self.queue.get(), timeout)
         merged: dict[int, StreamUpdate] = {}
         for index, update in [first, *self._drain()]:
+            if index < 0:  # the wake-up of :meth:`client_gone`
+                continue
             into = merged.setdefault(index, StreamUpdate())
             into.tokens.extend(update.tokens)
             into.finish_reason = update.finish_reason or into.finish_reason
@@ -122,3 +124,8 @@ class CompletionRun:
             if choice.stream is not None:
                 choice.stream.cancel()
         self.open.clear()
+
+    def client_gone(self) -> None:
+        """The client disconnected: cancel everything and wake whoever waits for updates."""
+        self.cancel()
+        self.queue.put_nowait((-1, StreamUpdate()))

@@ -88,25 +88,26 @@ class Sampler:
     def choose(self, logits: np.ndarray) -> int:
         """The next id from one position's logits (S,)."""
         p = self.params
+        # ndarray methods, not numpy functions: on (S,) rows the call overhead dominates.
         if p.greedy:
-            return int(np.argmax(logits))
-        z = np.asarray(logits, dtype=np.float64) / p.temperature
-        if 0 < p.top_k < z.shape[0]:
-            kth = np.partition(z, -p.top_k)[-p.top_k]
-            z = np.where(z >= kth, z, -np.inf)
-        probs = np.exp(z - z.max())
-        probs /= probs.sum()
+            return int(logits.argmax())
+        z = np.array(logits, dtype=np.float64)  # a copy, worked on in place
+        size = z.shape[0]
+        if p.temperature != 1.0:
+            z /= p.temperature
+        if 0 < p.top_k < size:
+            kth = np.partition(z, size - p.top_k)[size - p.top_k]
+            z[z < kth] = -np.inf
+        z -= z.max()
+        np.exp(z, out=z)  # unnormalized probabilities
         if p.top_p < 1.0:
-            order = np.argsort(-probs, kind="stable")
-            cumulative = np.cumsum(probs[order])
-            keep = int(np.searchsorted(cumulative, p.top_p)) + 1  # smallest set reaching top_p
-            mask = np.zeros_like(probs, dtype=bool)
-            mask[order[:keep]] = True
-            probs = np.where(mask, probs, 0.0)
-        cumulative = np.cumsum(probs)
-        u = self.rng.random() * cumulative[-1]
-        index = int(np.searchsorted(cumulative, u, side="right"))
-        index = min(index, probs.shape[0] - 1)
-        while probs[index] == 0.0 and index > 0:  # u landed exactly on a boundary of a cut id
+            order = (-z).argsort(kind="stable")
+            cumulative = z[order].cumsum()
+            keep = int(cumulative.searchsorted(p.top_p * cumulative[-1])) + 1  # smallest set reaching top_p
+            z[order[keep:]] = 0.0
+        cumulative = z.cumsum()
+        index = int(cumulative.searchsorted(self.rng.random() * cumulative[-1], side="right"))
+        index = min(index, size - 1)
+        while z[index] == 0.0 and index > 0:  # u landed exactly on the boundary of a cut id
             index -= 1
         return index

@@ -99,3 +99,15 @@ def test_sigterm_when_idle_exits_promptly(packages):
     finally:
         process.close()
 
+
+
+def test_disconnected_plain_request_stops_costing_compute(roomy):
+    engine = roomy.service.engine
+    body = {"model": "chars", "prompt": "abc", "max_tokens": 10**6}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{roomy.url}/v1/completions", json=body, timeout=httpx.Timeout(5.0, read=0.3))
+    # the client gave up and closed its connection: the server cancels the generation
+    wait_until(lambda: engine.active_streams("chars") == 0, timeout=2, interval=0.005)
+    before = generated(roomy)
+    time.sleep(0.2)
+    assert generated(roomy) == before
