@@ -29,10 +29,11 @@ class SharedStackedLSTM(RecurrentModel):
 
     def cell(self, u: Tensor, state: State) -> State:
         h_prev, c_prev = state
+        w_ih, w_hh = self.weight_ih.T, self.weight_hh.T  # once: exporters reject repeated aliases
         inp = u
         hs, cs = [], []
         for layer in range(self.config.layers):
-            gates = inp @ self.weight_ih.T + h_prev[:, layer] @ self.weight_hh.T + self.bias
+            gates = inp @ w_ih + h_prev[:, layer] @ w_hh + self.bias
             i, f, g, o = gates.chunk(4, dim=-1)
             c = torch.sigmoid(f) * c_prev[:, layer] + torch.sigmoid(i) * torch.tanh(g)
             inp = torch.sigmoid(o) * torch.tanh(c)

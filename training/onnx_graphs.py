@@ -33,7 +33,7 @@ import torch.utils._pytree as pytree
 from torch import Tensor, nn
 from torch.export import Dim
 
-from model import RecurrentModel, SharedStackedLSTM, State, build_model
+from model import RecurrentModel, State, build_model
 from service.package import state_input_name, state_output_name
 
 BATCH = "B"
@@ -109,33 +109,6 @@ def export_copy(model: RecurrentModel) -> RecurrentModel:
     return frozen.eval().requires_grad_(False).cpu()
 
 
-def _shared_lstm_cell(model: SharedStackedLSTM, u: Tensor, state: State) -> State:
-    """SharedStackedLSTM.cell with the weight transposes taken once, outside the layer loop.
-
-    The original takes ``weight_ih.T`` once per layer; inside a scan body torch.export lifts
-    each view as its own input and then refuses them as aliases of one another. Same
-    arithmetic, so export verification holds it to the model's own output.
-    """
-    h_prev, c_prev = state
-    w_ih, w_hh = model.weight_ih.T, model.weight_hh.T
-    inp = u
-    hs, cs = [], []
-    for layer in range(model.config.layers):
-        gates = inp @ w_ih + h_prev[:, layer] @ w_hh + model.bias
-        i, f, g, o = gates.chunk(4, dim=-1)
-        c = torch.sigmoid(f) * c_prev[:, layer] + torch.sigmoid(i) * torch.tanh(g)
-        inp = torch.sigmoid(o) * torch.tanh(c)
-        hs.append(inp)
-        cs.append(c)
-    return torch.stack(hs, dim=1), torch.stack(cs, dim=1)
-
-
-def _scan_cell(model: RecurrentModel) -> Callable[[Tensor, State], State]:
-    if isinstance(model, SharedStackedLSTM):
-        return lambda u, state: _shared_lstm_cell(model, u, state)
-    return model.cell
-
-
 def run_time_loop(model: RecurrentModel, u: Tensor, state: State) -> tuple[State, Tensor]:
     """The recurrence over T projected inputs as one ``scan`` (ONNX ``Scan``).
 
@@ -148,7 +121,7 @@ def run_time_loop(model: RecurrentModel, u: Tensor, state: State) -> tuple[State
     """
     from torch._higher_order_ops import scan
 
-    cell = _scan_cell(model)
+    cell = model.cell
 
     def body(carry: list[Tensor], u_t: Tensor) -> tuple[list[Tensor], Tensor]:
         new = tuple(t.contiguous() for t in cell(u_t, tuple(carry)))
