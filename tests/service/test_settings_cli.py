@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import shutil
+import subprocess
 import sys
 
 import onnxruntime
@@ -14,6 +15,8 @@ from service import cli, server
 from service.engine.errors import StartupError
 from service.engine.runtime import import_onnxruntime
 from service.settings import Settings, get_settings
+
+from .live import ROOT
 
 
 def test_environment_is_read_when_asked_not_at_import(monkeypatch):
@@ -92,3 +95,14 @@ def test_tlstm_serve_is_dispatched(capsys):
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: tlstm serve") and "--models DIR" in out
+
+
+def test_the_service_never_imports_torch():
+    code = (
+        "import sys, service.server, service.app, service.openapi\n"
+        "service.openapi.document()\n"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
