@@ -12,7 +12,14 @@ whole committed state H_t, C_t; level j = 1..L-1 is the cone [s_j, P)^(D-1) of H
 When x_{t+1} arrives, level j is rebuilt from the new level j-1 (which covers the halo its
 convolutions read, since s_{j-1} = s_j - r) as the kept inner cone (old level j+1) plus a new
 band of r locations per axis; level L-1 is the output location alone. The bands of all levels
-add up to one step's locations (P for D=2, P^2 for D=3), plus the halo rows read around them.
+add up to one step's locations (P for D=2, P^2 for D=3); the halo around them (the rows the
+convolutions read) is read from the kept values, never recomputed.
+
+How the step runs (``advance``): the convolution taps that read a band's own location or those
+after it only read values known before the step, so they run for all levels in one matrix
+product; the taps towards the input then run level after level, each reading the band just
+built (an unavoidable chain: x_{t+1} needs L steps to reach the output). For token inputs the
+taps that read u_{t+1} itself fold the input projection into a table lookup.
 
 Which models use it (``StaircaseLayout.exact``): every causal tLSTM with a delay: D=2/3, any
 K, no normalization or CN, LSTM, tLSTM-M and tRNN. **LN falls back to the simple path**: its
@@ -268,7 +275,7 @@ def staircase_from_state(model: RecurrentModel, state: State) -> Staircase:
     """
     layout = _check_model(model)
     StaircaseLayout(model.config, False, (0,)).check(tuple(state))  # the committed state's layout
-    return _flush(model, layout, tuple(state))[0]
+    return _flush(model, layout, tuple(state))[0] if layout.exact else tuple(state)
 
 
 def committed_state(model: RecurrentModel, staircase: Staircase) -> State:
@@ -286,7 +293,7 @@ def _check_input(model: RecurrentModel, x_t: Tensor) -> None:
 
 
 def incremental_step(model: RecurrentModel, x_t: Tensor, staircase: Staircase) -> tuple[Tensor, Staircase]:
-    """Read x_{t+1} and predict from it, with one step of work (spec section 8).
+    """Read x_t and predict from it, with one step of work (spec section 8).
 
     Equal, up to float rounding, to ``model.predict_next(x_t, committed_state(staircase))``;
     the staircase's level 0 afterwards is that call's committed state.
@@ -358,7 +365,16 @@ class IncrementalStep(nn.Module):
 
     and for D=3 each cone is square: h_ahead1 (3, 3, M), .... ``logits`` is (B, S). Loop-free
     over data (the levels unroll), any batch size. Fallback layouts (LN, no delay) carry the
-    committed state alone and run the simple path inside.
+    committed state alone and run the simple path inside. A new sequence starts from
+    ``StaircaseFromState`` on the zero state, not from zeros.
+
+    Export with a dynamic batch (``forward`` takes the staircase as varargs)::
+
+        batch = torch.export.Dim("B")
+        torch.onnx.export(IncrementalStep(model).eval(), (x, *staircase), path, dynamo=True,
+                          input_names=["x"] + [f"state_{n}_in" for n in layout.state_names],
+                          output_names=["logits"] + [f"state_{n}_out" for n in layout.state_names],
+                          dynamic_shapes=({0: batch}, tuple({0: batch} for _ in layout.state_names)))
     """
 
     def __init__(self, model: RecurrentModel) -> None:
@@ -388,4 +404,4 @@ class StaircaseFromState(nn.Module):
         self.train(model.training)
 
     def forward(self, *state: Tensor) -> tuple[Tensor, ...]:
-        return _flush(self.model, self.layout, state)[0]
+        return _flush(self.model, self.layout, state)[0] if self.layout.exact else tuple(state)
