@@ -65,10 +65,11 @@ class Checkpoint:
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:
     """The plain module under DistributedDataParallel / torch.compile wrappers."""
     while True:
-        if hasattr(module, "module") and isinstance(module.module, torch.nn.Module):
-            module = module.module
-        elif hasattr(module, "_orig_mod"):
-            module = module._orig_mod
+        inner = getattr(module, "module", None)
+        if isinstance(inner, torch.nn.Module):
+            module = inner
+        elif isinstance(getattr(module, "_orig_mod", None), torch.nn.Module):
+            module = module._orig_mod  # type: ignore[assignment]
         else:
             return module
 

@@ -16,14 +16,17 @@ adds up the sums; only rank 0 writes.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -84,7 +87,7 @@ class TaskObjective(nn.Module):
 
 
 def _rng_state() -> dict[str, Any]:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    kind, keys, pos, has_gauss, cached = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),
@@ -102,6 +105,20 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextlib.contextmanager
+def _deterministic_algorithms(device: torch.device) -> Iterator[None]:
+    """Deterministic kernels while training (on the CPU, a multi-threaded embedding backward
+    otherwise adds in a varying order); cuBLAS needs a fixed workspace for it on CUDA."""
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
 
 
 def _flat(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
@@ -148,17 +165,18 @@ class Trainer:
         self.state = TrainerState()
         self.carry: Any = None
         self._stop_signal = False
+        self._plot_warned = False
         if resume and (self.run_dir / runlog.LAST).is_file():
             self._restore()
         else:
             self._start(resume)
-        objective = TaskObjective(self.model, self.task)
+        objective: nn.Module = TaskObjective(self.model, self.task)
         if self.ctx.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
             device_ids = [self.ctx.device] if self.ctx.device.type == "cuda" else None
             objective = DistributedDataParallel(objective, device_ids=device_ids)
-        self.objective = objective
+        self.objective: nn.Module = objective
 
     # ------------------------------------------------------------ set-up
     def _start(self, resume: bool) -> None:
@@ -213,6 +231,10 @@ class Trainer:
         """Train until a budget, early stopping or a stop signal; returns :meth:`summary`."""
         if self.state.finished:
             return self.summary()
+        with _deterministic_algorithms(self.ctx.device):
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         progress = Progress(self.config.max_steps, self.state.step, enabled=self.ctx.is_main, stream=self.stream)
         restore = self._install_signal_handlers()
         self._clock = time.monotonic()
@@ -383,7 +405,12 @@ class Trainer:
         from .plots import plot_curves
 
         title = f"{self.config.task} / {self.config.variant} L={self.model_config.depth} M={self.model_config.channels}"
-        plot_curves(runlog.read_metrics(self.run_dir), self.task.metric, self.run_dir / runlog.CURVES, title)
+        try:
+            plot_curves(runlog.read_metrics(self.run_dir), self.task.metric, self.run_dir / runlog.CURVES, title)
+        except ImportError as exc:  # matplotlib belongs to the train extra; training goes on without it
+            if not self._plot_warned:
+                print(f"curves.png skipped: {exc}", file=self.stream or sys.stderr)
+                self._plot_warned = True
 
     # ------------------------------------------------------------ signals and summary
     def _install_signal_handlers(self):

@@ -178,3 +178,22 @@ def test_resuming_a_finished_run_with_a_larger_budget_continues(tmp_path):
 def test_bad_config_fields_are_named(fields, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**fields)
+
+
+@pytest.mark.slow
+def test_a_multithreaded_run_is_bit_identical_too(tmp_path, word_file):
+    """Two threads: the embedding's backward adds in a varying order unless kernels are deterministic."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    for name in ("a", "b"):
+        args = ["chars", "--data", str(word_file), "--bptt", "50", "--channels", "128", "--batch-size", "32", "--max-steps", "3",
+                "--eval-every", "3", "--eval-limit", "200", "--threads", "2", "--device", "cpu", "--out", str(tmp_path / name)]
+        result = subprocess.run([sys.executable, "-m", "training.cli", "train", *args], cwd=root, capture_output=True,
+                                env={**os.environ, "PYTHONPATH": str(root)}, timeout=600)
+        assert result.returncode == 0, result.stderr.decode()[-2000:]
+    a, b = (load_checkpoint(tmp_path / d / runlog.LAST) for d in ("a", "b"))
+    for key, value in a.model_state.items():
+        assert torch.equal(value, b.model_state[key]), key

@@ -101,7 +101,7 @@ def load(data: str | None, encoding: str = "auto") -> tuple[dict[str, np.ndarray
     if len(raw) < MIN_SYMBOLS:
         raise DataError(f"--data {path}: {len(raw)} bytes; expected at least {MIN_SYMBOLS} to split 90/5/5")
     enwik8 = len(raw) == ENWIK8_BYTES
-    fingerprint = "sha256:" + hashlib.sha256(memoryview(raw)).hexdigest()
+    fingerprint = "sha256:" + hashlib.sha256(raw.data).hexdigest()
     if encoding == "auto":
         encoding = "bytes" if enwik8 else "chars"
         if encoding == "chars":

@@ -52,6 +52,7 @@ class SequenceClassificationTask(Task):
     """Fixed splits of (sequence, label) pairs; training walks shuffled epochs."""
 
     kind = "classifier"
+    labels: list[str]
     metric = "accuracy"
     higher_is_better = True
     input_type = "features"

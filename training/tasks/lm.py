@@ -49,6 +49,7 @@ class LanguageModelTask(Task):
     """A symbol stream split three ways; ``bptt`` is the training segment length."""
 
     kind = "lm"
+    vocab: list[str]
     metric = "bpc"
     higher_is_better = False
     input_type = "tokens"

@@ -38,6 +38,7 @@ class Seq2SeqTask(Task):
     """Subclasses implement :meth:`draw` (random examples) and :meth:`format_example` (strings)."""
 
     kind = "seq2seq"
+    vocab: list[str]
     metric = "accuracy"
     higher_is_better = True
     input_type = "tokens"
