@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # The CPU wheel of torch; a bare `torch` would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv test test-docker serve models lint bench clean
+.PHONY: venv test test-docker serve models lint bench bench-service clean
 
 venv: $(STAMP)
 
@@ -26,6 +26,12 @@ test-docker: venv
 
 serve: venv
 	$(VENV)/bin/tlstm serve --models models
+
+bench: venv
+	$(PY) bench/bench_depth.py
+
+bench-service: venv
+	$(PY) bench/bench_service.py
 
 lint: venv
 	$(VENV)/bin/ruff check model training service tests bench
