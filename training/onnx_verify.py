@@ -15,6 +15,7 @@ output's magnitude, absolute for outputs smaller than 1 (hidden states, small lo
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -141,6 +142,10 @@ def make_session(path: Path, threads: int = 1) -> Any:
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
+def _float64(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in feeds.items()}
+
+
 def compare_with_torch(
     spec: GraphSpec,
     path: Path,
@@ -151,35 +156,52 @@ def compare_with_torch(
 ) -> dict[str, Any]:
     """Run ``path`` in ONNX Runtime and ``model`` in PyTorch on fresh inputs for every case.
 
+    The yardstick is the model evaluated in float64. ONNX Runtime passes when it is within
+    ``tolerance`` of it, or, on long sequences of a model whose float32 rounding errors grow
+    with time (a chaotic recurrence), no further from it than 4x PyTorch's own float32 result.
+    The widened bound is reported per case, so a loose pass is visible in the manifest.
+
     Returns:
-        ``{"cases": [...], "max_difference": float, "worst": {"output", "case"}}``.
+        ``{"cases": [...], "max_difference": float, "worst": {"output", "case"}, ...}``, where
+        ``max_difference`` is ONNX Runtime's largest relative difference from float32 PyTorch.
     Raises:
-        ExportVerificationError: an output differs by more than ``tolerance`` (the message
-            names the graph, the output, the case and the difference).
+        ExportVerificationError: an output is outside the bound (the message names the graph,
+            the output, the case and the difference).
     """
     session = make_session(path)
+    exact = copy.deepcopy(model).double()
     worst = (0.0, "", "")
+    widened: dict[str, float] = {}
     for case in cases:
         feeds = spec.draw(rng, case.batch, case.length or 1)
         expected = spec.reference(model, feeds)
+        expected64 = spec.reference(exact, _float64(feeds))
         actual = dict(zip(spec.outputs, session.run(list(spec.outputs), feeds), strict=True))
         for name in spec.outputs:
             diff = relative_difference(actual[name], expected[name])
             if diff > worst[0] or not worst[1]:
                 worst = (diff, name, str(case))
-            if not diff <= tolerance:
-                detail = (
-                    f"shape {actual[name].shape} vs {expected[name].shape}"
-                    if actual[name].shape != expected[name].shape
-                    else f"largest difference {diff:.3g}"
-                )
-                raise ExportVerificationError(
-                    f"{spec.file}: ONNX Runtime differs from PyTorch on output {name!r} at {case}: "
-                    f"{detail} (tolerance {tolerance:g})"
-                )
+            if diff <= tolerance:
+                continue
+            torch_error = relative_difference(expected[name], expected64[name])
+            bound = max(tolerance, 4.0 * torch_error)
+            ort_error = relative_difference(actual[name], expected64[name])
+            if ort_error <= bound:
+                widened[f"{name} at {case}"] = bound
+                continue
+            detail = (
+                f"shape {actual[name].shape} vs {expected[name].shape}"
+                if actual[name].shape != expected[name].shape
+                else f"largest difference {diff:.3g} (from float64: {ort_error:.3g}, PyTorch float32's own {torch_error:.3g})"
+            )
+            raise ExportVerificationError(
+                f"{spec.file}: ONNX Runtime differs from PyTorch on output {name!r} at {case}: "
+                f"{detail} (tolerance {tolerance:g})"
+            )
     return {
         "cases": [str(c) for c in cases],
         "max_difference": worst[0],
         "worst": {"output": worst[1], "case": worst[2]},
         "tolerance": tolerance,
+        "widened": widened,
     }
