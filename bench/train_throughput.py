@@ -14,17 +14,19 @@ import argparse
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from model import build_model, variant_config
-
+ROOT = Path(__file__).resolve().parent.parent
 VOCAB = 96  # the default corpus' character set
 
 
 def measure(variant: str, depth: int, channels: int, batch: int, bptt: int, steps: int, device: torch.device) -> float:
     """Median symbols/s of a training step for one configuration."""
+    from model import build_model, variant_config
+
     torch.manual_seed(0)
     model = build_model(variant_config(variant, input_size=VOCAB, output_size=VOCAB, depth=depth, channels=channels)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -78,4 +80,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))  # the model package, when run from a checkout
     sys.exit(main())
