@@ -189,8 +189,8 @@ def test_a_multithreaded_run_is_bit_identical_too(tmp_path, word_file):
 
     root = Path(__file__).resolve().parents[2]
     for name in ("a", "b"):
-        args = ["chars", "--data", str(word_file), "--bptt", "50", "--channels", "128", "--batch-size", "32", "--max-steps", "3",
-                "--eval-every", "3", "--eval-limit", "200", "--threads", "2", "--device", "cpu", "--out", str(tmp_path / name)]
+        args = ["chars", "--data", str(word_file), "--bptt", "50", "--depth", "2", "--channels", "16", "--batch-size", "64", "--max-steps", "4",
+                "--eval-every", "4", "--eval-limit", "200", "--threads", "2", "--device", "cpu", "--out", str(tmp_path / name)]
         result = subprocess.run([sys.executable, "-m", "training.cli", "train", *args], cwd=root, capture_output=True,
                                 env={**os.environ, "PYTHONPATH": str(root)}, timeout=600)
         assert result.returncode == 0, result.stderr.decode()[-2000:]
