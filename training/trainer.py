@@ -366,6 +366,8 @@ class Trainer:
             best.metrics.update(self._reached_metrics())
             save_checkpoint(best, self.run_dir / runlog.BEST)
             self._plot()
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in test.items())
+            print(f"[test] best.pt (step {best.metrics.get('step')}): {shown}; stopped by {reason}", file=self.stream or sys.stderr)
         self._save_last()
 
     # ------------------------------------------------------------ checkpoints
