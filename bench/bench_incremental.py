@@ -5,10 +5,12 @@ subprocess with ``intra_op_num_threads`` set explicitly (ORT's and PyTorch's thr
 each other down in one process). For every model and batch size the table gives the time per
 character, the speed-up, the target (spec section 8, issue 7: at L >= 4 and M >= 256, 0.5*L at
 batch 1 and 0.7*L at batch 32) and each engine's FLOP efficiency against this machine's
-measured sgemm peak (numpy float32 matmul, same thread count). Where a target is missed, an
-ONNX Runtime profile of the incremental graph says which cost dominates: matrix products
-(small matrices: the level-by-level products of one band each), data movement around the
-bands (slices, concatenations, padding: the halo), or everything else (per-node overhead).
+measured sgemm peak (numpy float32 matmul, same thread count). Where a target is missed, the
+script says which cost dominates the incremental step: per-node overhead (measured as the time
+of the same graph built for M=8, whose matrices are negligible), and the rest split between
+matrix products (small matrices: the level-by-level products of one band each), data
+movement around the bands (the halo: slices, concatenations, padding) and elementwise nodes,
+in the proportions of an ONNX Runtime profile.
 
     python bench/bench_incremental.py                      # L = 2, 4, 8 at M = 256, batch 1 and 32
     python bench/bench_incremental.py --depths 4 --batches 1 --rounds 1   # a quick look
@@ -259,8 +261,17 @@ def _verify(model, graphs: dict[str, Path], starts: dict[str, tuple], names: dic
     return worst
 
 
-def _cases(args: argparse.Namespace, workdir: Path) -> list[Case]:
+def _export_case(model, engine: str, stem: Path) -> tuple[Path, Path, list[str], tuple]:
+    """Export one engine's graph to ``stem``.onnx and its batch-1 start state to ``stem``.npz."""
     import numpy as np
+
+    graph, states = stem.with_suffix(".onnx"), stem.with_suffix(".npz")
+    names, start = _export(model, engine, graph)
+    np.savez(states, **{f"state_{n}_in": t.numpy() for n, t in zip(names, start, strict=True)})
+    return graph, states, names, start
+
+
+def _cases(args: argparse.Namespace, workdir: Path) -> list[Case]:
     import torch
 
     from model import TLSTMConfig, build_model
@@ -288,11 +299,8 @@ def _cases(args: argparse.Namespace, workdir: Path) -> list[Case]:
         model = build_model(cfg).eval()
         graphs, states, starts, names = {}, {}, {}, {}
         for engine in ("naive", "incremental"):
-            graphs[engine] = workdir / f"case{index}_{engine}.onnx"
             t0 = time.perf_counter()
-            names[engine], starts[engine] = _export(model, engine, graphs[engine])
-            states[engine] = workdir / f"case{index}_{engine}.npz"
-            np.savez(states[engine], **{f"state_{n}_in": t.numpy() for n, t in zip(names[engine], starts[engine], strict=True)})
+            graphs[engine], states[engine], names[engine], starts[engine] = _export_case(model, engine, workdir / f"case{index}_{engine}")
             _log(f"exported {name} {engine} ({time.perf_counter() - t0:.0f} s)")
         worst = _verify(model, graphs, starts, names)
         if worst > 1e-4:
@@ -324,15 +332,44 @@ def _target(config, batch: int) -> float | None:
     return None
 
 
-def _verdict(shares: dict[str, float]) -> str:
+def _diagnose(case: Case, batch: int, seconds: float, args: argparse.Namespace, workdir: Path) -> str:
+    """Which cost dominates the incremental step where it misses its target.
+
+    Per-node overhead: the same graph (same levels, bands and nodes) for M=8, whose matrices
+    are negligible, timed the same way. The rest of the time grows with the sizes; it is split
+    between matrix products, data movement around the bands (the halo: slices,
+    concatenations, padding) and elementwise nodes in the proportions of an ORT profile's
+    kernel times.
+    """
+    from model import build_model
+
+    small = build_model(case.config.replace(channels=8)).eval()
+    graph, states, _, _ = _export_case(small, "incremental", workdir / "overhead_probe")
+    timing = ["--states", str(states), "--batch", str(batch), "--vocab", str(case.config.input_size)]
+    floor = min(
+        _run_worker("time", args.threads, ["--graph", str(graph), *timing, "--steps", str(args.steps), "--repeats", str(args.repeats)])[
+            "seconds_per_char"
+        ]
+        for _ in range(args.rounds)
+    )
+    real = ["--graph", str(case.graphs["incremental"]), "--states", str(case.states["incremental"])]
+    real += ["--batch", str(batch), "--vocab", str(case.config.input_size), "--steps", str(min(args.steps, 100))]
+    profile = _run_worker("profile", args.threads, real)
+    kernels = {k: profile["shares"][k] for k in ("matmul", "halo", "other")}
+    overhead = min(1.0, floor / seconds)
+    scale = (1.0 - overhead) / (sum(kernels.values()) or 1.0)
     named = {
-        "small matrices (matrix products)": shares["matmul"],
-        "halo / data movement (slices, concatenations)": shares["halo"],
-        "per-node overhead (other small nodes and time between them)": shares["other"] + shares["between_nodes"],
+        "per-node overhead": overhead,
+        "small matrices (matrix products)": kernels["matmul"] * scale,
+        "halo (slices, concatenations, padding)": kernels["halo"] * scale,
+        "elementwise nodes": kernels["other"] * scale,
     }
     worst = max(named, key=lambda k: named[k])
     detail = ", ".join(f"{k.split(' (')[0]} {v:.0%}" for k, v in named.items())
-    return f"{worst} dominates ({detail})"
+    return (
+        f"{profile['nodes_per_step']:.0f} nodes per step; the same graph at M=8 takes {floor * 1e6:.0f} us; "
+        f"{worst} dominates ({detail})"
+    )
 
 
 class _Progress:
@@ -392,15 +429,8 @@ def parent(args: argparse.Namespace) -> int:
                 met = "-" if target is None else ("yes" if speedup >= target else "NO")
                 rows.append((case.name, case.config.channels, batch, naive * 1e6, incremental * 1e6, speedup, target, met, eff["naive"], eff["incremental"]))
                 if target is not None and speedup < target:
-                    extra = [
-                        "--graph", str(case.graphs["incremental"]), "--states", str(case.states["incremental"]),
-                        "--batch", str(batch), "--vocab", str(case.config.input_size), "--steps", str(min(args.steps, 100)),
-                    ]
-                    profile = _run_worker("profile", args.threads, extra)
-                    notes.append(
-                        f"{case.name}, batch {batch}: {speedup:.2f}x < {target:.1f}x; {profile['nodes_per_step']:.0f} nodes "
-                        f"per step; {_verdict(profile['shares'])}"
-                    )
+                    why = _diagnose(case, batch, incremental, args, Path(tmp))
+                    notes.append(f"{case.name}, batch {batch}: {speedup:.2f}x < {target:.1f}x; {why}")
 
     print(f"\nsgemm peak (numpy float32 1024^3, {args.threads} thread(s)): {peak / 1e9:.1f} GFLOP/s")
     header = "| model | M | batch | simple us/char | incremental us/char | speed-up | target | met | simple %peak | incremental %peak |"

@@ -51,8 +51,10 @@ from .incremental_band import (
     assemble,
     band_rects,
     finish_band,
+    gather_windows,
     input_reads,
     reads_band,
+    rect_size,
     split_taps,
     tap_weight,
     unflatten,
@@ -210,9 +212,9 @@ def advance(model: RecurrentModel, layout: StaircaseLayout, x: Tensor, staircase
 
     # Forward taps: level 0 reads the committed state, level j >= 1 the level before it at
     # locations from starts[j] on, which are the kept cone of old level j.
-    known = [windows(old[j][0], layout.starts[j], rects[j], k, forward_taps) for j in range(levels)]
-    a_known = torch.cat(known, dim=1) @ tap_weight(model.w_h, forward_taps) + model.b_h  # (B, N, G)
-    a_known_levels = torch.split(a_known, [w.shape[1] for w in known], dim=1)
+    known = gather_windows([level[0] for level in old], list(layout.starts), rects, k, forward_taps)  # (B, N, taps*M)
+    a_known = known @ tap_weight(model.w_h, forward_taps) + model.b_h  # (B, N, G)
+    a_known_levels = torch.split(a_known, [sum(rect_size(r) for r in band) for band in rects], dim=1)
     w_backward = tap_weight(model.w_h, backward_taps)  # (taps*M, G)
 
     # Backward taps of level 0: u_{t+1} (H^cat row 0), and the committed state where they reach it.

@@ -158,6 +158,43 @@ def windows(source: Tensor, origin: int, rects: list[Rect], kernel_size: int, ta
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
+def gather_windows(sources: list[Tensor], origins: list[int], bands: list[list[Rect]], kernel_size: int, taps: list[Tap]) -> Tensor:
+    """``windows`` of several bands at once, each over its own source, as one gather.
+
+    All sources are flattened into one pool of locations (plus a zero location for the reads
+    past the last location, the convolution's zero padding), and one constant index picks
+    every (location, tap) read: a few nodes in an exported graph instead of a slice per tap,
+    band and source. Reads before a source's first location must not occur (forward taps).
+
+    Args:
+        sources: per band, (B, n[, n], C) covering locations ``origins[i]`` .. P-1.
+        bands: per source, its band's rectangles.
+    Returns:
+        (B, N, len(taps)*C), the bands' locations in order.
+    """
+    before = kernel_size // 2
+    batch, channels = sources[0].shape[0], sources[0].shape[-1]
+    flat = [src.reshape(batch, -1, channels) if src.dim() > 3 else src for src in sources]
+    starts = list(itertools.accumulate([f.shape[1] for f in flat], initial=0))
+    zero = starts[-1]  # the padding location appended after the pool
+    index = []
+    for source, origin, start, rects in zip(sources, origins, starts[:-1], bands, strict=True):
+        side = source.shape[1]
+        for rect in rects:
+            for location in itertools.product(*(range(lo, hi) for lo, hi in rect)):
+                for tap in taps:
+                    read = [p + t - before - origin for p, t in zip(location, tap, strict=True)]
+                    if min(read) < 0:
+                        raise IndexError(f"gather_windows: read {read} before the source's first location {origin}")
+                    if max(read) < side:  # row-major position in the flattened source
+                        index.append(start + sum(r * side**e for e, r in enumerate(reversed(read))))
+                    else:  # past location P-1: zero padding
+                        index.append(zero)
+    pool = F.pad(torch.cat(flat, dim=1), (0, 0, 0, 1))  # (B, sum n^(D-1) + 1, C)
+    picked = pool.index_select(1, torch.tensor(index, device=pool.device))  # (B, N*taps, C)
+    return picked.reshape(batch, len(index) // len(taps), len(taps) * channels)
+
+
 def location_params(param: Tensor, rects: list[Rect]) -> Tensor:
     """A per-location parameter (*loc, C) at the band's locations, flattened: (N, C)."""
     parts = [_narrow(param.unsqueeze(0), 0, rect, (0,) * len(rect)).reshape(rect_size(rect), -1) for rect in rects]
