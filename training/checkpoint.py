@@ -6,11 +6,27 @@ A checkpoint is a ``torch.save`` dict:
     format_version    1
     config            TLSTMConfig.to_dict()
     model             the unwrapped module's state_dict (no DDP/compile prefixes)
-    task              {"name", "kind" ("lm"|"classifier"), "vocab" | None, "labels" | None,
-                       "input": {"type", "size", "max_length"}, ...task settings}
-    metrics           latest/best metrics (dict of floats)
+    task              what export and serving need (``Task.describe()``):
+                      name      "chars" | "addition" | "memorization" | "digits" | "mnist"
+                      kind      "lm" (chars: next-symbol prediction on a stream),
+                                "classifier" (digits, mnist: one label per sequence),
+                                "seq2seq" (addition, memorization: one target per step,
+                                aligned; trained and evaluated here, not served)
+                      vocab     one string per token id (lm, seq2seq): the corpus' characters,
+                                or chr(byte) for byte-level models; None for features
+                      labels    class names (classifier), else None
+                      input     {"type": "tokens"|"features", "size": R, "max_length": T}
+                                (the LM's max_length is its training segment length; the
+                                carried state makes longer inputs work)
+                      metric, higher_is_better   the validation metric that chose best.pt
+                      settings  the options that rebuild the task (training.tasks.build_task)
+                      info      facts derived from the data: a fingerprint of the text, the
+                                image shape, scale and pixel permutation of image tasks
+    metrics           flat floats: "step", "samples", "valid_<metric>", and in a finished
+                      run's best.pt "test_<metric>" and "samples_to_99_<metric>"
     code_version      service.version.code_version() of the writer
-    trainer           optional: optimizer/scheduler/RNG/step state for --resume
+    trainer           last.pt only: step/optimizer/RNG/carried-state/early-stopping state
+                      for --resume (None in best.pt)
 """
 
 from __future__ import annotations
