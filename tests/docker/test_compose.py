@@ -120,7 +120,7 @@ def test_compose_up_serves_then_stops_cleanly(project: dict[str, str]) -> None:
     container.wait_ready()
 
     smoke.check_streamed_completion(container.url)
-    smoke.check_batch_classification(container.url, count=32)
+    smoke.check_batch_classification(container.url, count=200)
     smoke.check_metrics(container.url)
 
     inspected = container.inspect()

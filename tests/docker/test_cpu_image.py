@@ -55,7 +55,7 @@ def test_streamed_completion(served: Container) -> None:
 
 @pytest.mark.timeout(120)
 def test_batch_classification(served: Container) -> None:
-    smoke.check_batch_classification(served.url, count=64)
+    smoke.check_batch_classification(served.url, count=200)
 
 
 @pytest.mark.timeout(120)
