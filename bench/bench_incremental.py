@@ -200,41 +200,38 @@ def _flops(config, engine: str) -> float:
 
 
 def _export(model, engine: str, path: Path) -> tuple[list[str], tuple]:
-    """Write one engine's step graph; return its state names and batch-1 start state."""
+    """Write one engine's step graph as the package exporter does (dynamo export, then the
+    weight folding of training/onnx_tidy.py); return its state names and batch-1 start state.
+
+    The simple path is the package's own ``step`` graph (training/onnx_graphs.py StepGraph:
+    the real step, then L-1 flush steps on a copy); the incremental one is IncrementalStep.
+    """
     import torch
 
     from model.incremental import IncrementalStep, StaircaseLayout, staircase_from_state
+    from training.onnx_graphs import StepGraph, export_copy
+    from training.onnx_tidy import tidy_graph_file
 
-    class SimpleStep(torch.nn.Module):
-        """Today's streaming graph: the real step, then L-1 flush steps on a copy (predict_next)."""
-
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, x, *state):
-            logits, committed = self.inner.predict_next(x, state)
-            return (logits, *committed)
-
-    cfg = model.config
-    with torch.no_grad():
-        if engine == "naive":
-            module, names, start = SimpleStep(model), list(cfg.state_names), model.initial_state(1)
-        else:
-            module, names = IncrementalStep(model), list(StaircaseLayout.of(cfg).state_names)
-            start = staircase_from_state(model, model.initial_state(1))
+    frozen = export_copy(model)
+    cfg = frozen.config
+    if engine == "naive":
+        module, names, start = StepGraph(frozen), list(cfg.state_names), frozen.initial_state(1)
+    else:
+        module, names = IncrementalStep(frozen), list(StaircaseLayout.of(cfg).state_names)
+        start = staircase_from_state(frozen, frozen.initial_state(1))
     batch = torch.export.Dim("B", min=1, max=4096)
     x = torch.zeros(2, dtype=torch.long)
-    args = tuple(t.expand(2, *t.shape[1:]).contiguous() for t in start)
+    example = tuple(t.expand(2, *t.shape[1:]).contiguous() for t in start)
     # The exporter reports its progress on stdout and warns about unused names: keep the table clean.
     with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module.eval(), (x, *args), str(path), dynamo=True, verbose=False,
+            module.eval(), (x, example), str(path), dynamo=True, verbose=False,
             input_names=["x"] + [f"state_{n}_in" for n in names],
             output_names=["logits"] + [f"state_{n}_out" for n in names],
             dynamic_shapes=({0: batch}, tuple({0: batch} for _ in names)),
         )
+        tidy_graph_file(path)
     return names, start
 
 

@@ -357,10 +357,11 @@ def prefill(model: RecurrentModel, x: Tensor, state: State | None = None) -> Pre
 class IncrementalStep(nn.Module):
     """The incremental step as a module of fixed tensors, for export (``step_incremental.onnx``).
 
-    ``forward(x, *staircase) -> (logits, *staircase)``: ``x`` is (B,) int64 token ids or (B, R)
-    float features; the staircase tensors follow ``layout.state_names`` in order, inputs
-    exported as ``state_<name>_in`` and outputs as ``state_<name>_out``. For a tLSTM with
-    D=2, K=3, L=P=4 (r=1) the names and per-sequence shapes are
+    ``forward(x, staircase) -> (logits, *staircase)``, like the package's step graph: ``x`` is
+    (B,) int64 token ids or (B, R) float features; ``staircase`` is the tuple of tensors in
+    ``layout.state_names`` order, exported as inputs ``state_<name>_in`` and outputs
+    ``state_<name>_out``. For a tLSTM with D=2, K=3, L=P=4 (r=1) the names and per-sequence
+    shapes are
 
         h (4, M), c (4, M), h_ahead1 (3, M), c_ahead1 (3, M),
         h_ahead2 (2, M), c_ahead2 (2, M), h_ahead3 (1, M), c_ahead3 (1, M)
@@ -370,10 +371,10 @@ class IncrementalStep(nn.Module):
     committed state alone and run the simple path inside. A new sequence starts from
     ``StaircaseFromState`` on the zero state, not from zeros.
 
-    Export with a dynamic batch (``forward`` takes the staircase as varargs)::
+    Export with a dynamic batch::
 
         batch = torch.export.Dim("B")
-        torch.onnx.export(IncrementalStep(model).eval(), (x, *staircase), path, dynamo=True,
+        torch.onnx.export(IncrementalStep(model).eval(), (x, tuple(staircase)), path, dynamo=True,
                           input_names=["x"] + [f"state_{n}_in" for n in layout.state_names],
                           output_names=["logits"] + [f"state_{n}_out" for n in layout.state_names],
                           dynamic_shapes=({0: batch}, tuple({0: batch} for _ in layout.state_names)))
@@ -385,7 +386,8 @@ class IncrementalStep(nn.Module):
         self.model = model
         self.train(model.training)
 
-    def forward(self, x: Tensor, *staircase: Tensor) -> tuple[Tensor, ...]:
+    def forward(self, x: Tensor, staircase: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        staircase = tuple(staircase)
         if not self.layout.exact:
             logits, committed = self.model.predict_next(x, staircase)
             return (logits, *committed)
@@ -394,10 +396,12 @@ class IncrementalStep(nn.Module):
 
 
 class StaircaseFromState(nn.Module):
-    """``forward(*committed) -> staircase``: the staircase over a committed state, for export
-    (e.g. ``staircase.onnx``: inputs ``state_h_in``/``state_c_in`` as in ``step.onnx``, outputs
-    ``state_<name>_out`` for every name of the layout). Run on the zero state it gives the
-    initial staircase, which is not zero (the biases act during the lookahead)."""
+    """``forward(committed) -> staircase``: the staircase over a committed state (a tuple in
+    ``config.state_names`` order), for export (e.g. ``staircase.onnx``: inputs ``state_h_in``,
+    ``state_c_in`` as in ``step.onnx``, outputs ``state_<name>_out`` for every name of the
+    layout; dynamic_shapes ``(tuple({0: batch} for each committed tensor),)``). Run on the zero
+    state it gives the initial staircase, which is not zero (the biases act during the
+    lookahead)."""
 
     def __init__(self, model: RecurrentModel) -> None:
         super().__init__()
@@ -405,5 +409,6 @@ class StaircaseFromState(nn.Module):
         self.model = model
         self.train(model.training)
 
-    def forward(self, *state: Tensor) -> tuple[Tensor, ...]:
-        return _flush(self.model, self.layout, state)[0] if self.layout.exact else tuple(state)
+    def forward(self, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        state = tuple(state)
+        return _flush(self.model, self.layout, state)[0] if self.layout.exact else state

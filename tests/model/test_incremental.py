@@ -312,7 +312,7 @@ def test_exported_step_matches_pytorch(cfg, tmp_path):
     batch = torch.export.Dim("B", min=1, max=1024)
     path = tmp_path / "step_incremental.onnx"
     torch.onnx.export(
-        IncrementalStep(model).eval(), (x, *staircase), str(path), dynamo=True, verbose=False,
+        IncrementalStep(model).eval(), (x, tuple(staircase)), str(path), dynamo=True, verbose=False,
         input_names=["x"] + [f"state_{n}_in" for n in names],
         output_names=["logits"] + [f"state_{n}_out" for n in names],
         dynamic_shapes=({0: batch}, tuple({0: batch} for _ in names)),
@@ -320,7 +320,7 @@ def test_exported_step_matches_pytorch(cfg, tmp_path):
     init_path = tmp_path / "staircase.onnx"
     committed_names = cfg.state_names
     torch.onnx.export(
-        StaircaseFromState(model).eval(), tuple(model.initial_state(2)), str(init_path), dynamo=True, verbose=False,
+        StaircaseFromState(model).eval(), (tuple(model.initial_state(2)),), str(init_path), dynamo=True, verbose=False,
         input_names=[f"state_{n}_in" for n in committed_names], output_names=[f"state_{n}_out" for n in names],
         dynamic_shapes=(tuple({0: batch} for _ in committed_names),),
     )
