@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from model import variant_names
 from training import runlog
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
@@ -197,3 +198,11 @@ def test_a_multithreaded_run_is_bit_identical_too(tmp_path, word_file):
     a, b = (load_checkpoint(tmp_path / d / runlog.LAST) for d in ("a", "b"))
     for key, value in a.model_state.items():
         assert torch.equal(value, b.model_state[key]), key
+
+
+@pytest.mark.parametrize("variant", [v for v in variant_names() if not v.endswith("+ln")])
+def test_every_causal_variant_trains_a_language_model(tmp_path, word_file, variant):
+    summary = train(tmp_path / "run", task="chars", task_options={"data": str(word_file), "bptt": 8}, variant=variant, depth=2,
+                    channels=4, batch_size=2, max_steps=2, eval_every=2, eval_limit=40)
+    assert summary["finished"] and summary["step"] == 2
+    assert math.isfinite(summary["best_metrics"]["test_bpc"]) and summary["best_metrics"]["test_symbols"] > 0
