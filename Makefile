@@ -27,6 +27,11 @@ test-docker: venv
 serve: venv
 	$(VENV)/bin/tlstm serve --models models
 
+# Trains (or resumes, or reuses) the default runs from fixed seeds and exports models/.
+# `rm -rf runs/default` forces fresh training (about 20 minutes on 2 idle cores).
+models: venv
+	$(PY) -m training.default_models --runs runs/default --models models
+
 bench: venv
 	$(PY) bench/bench_depth.py
 
