@@ -330,6 +330,9 @@ def export_package(
             "input": fields["input"],
             "vocab": fields["vocab"],
             "labels": fields["labels"],
+            # how a client prepares raw data for this model (e.g. image shape, pixel scale,
+            # row or pixel steps, permutation), as the training task describes it
+            "preprocessing": checkpoint.task.get("info") or {},
             "precision": precision,
             "graphs": {},
             "state": [{"name": n, "shape": list(config.state_shape)} for n in config.state_names],
