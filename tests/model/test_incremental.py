@@ -3,8 +3,9 @@
 The simple path is ``model.predict_next``: the real step, then L-1 flush steps on a copy.
 Tolerance (max difference of logits and states relative to 1 + |value|, over whole streams):
 float64 1e-10 against the float64 simple path; float32 measured against the float64 simple
-path, no worse than FLOAT32_FACTOR times the float32 simple path's own error. M=8 channels as in test_fast_vs_reference (with fewer, CN divides
-by the spread of a handful of numbers and float32 rounding of that spread dominates).
+path, no worse than FLOAT32_FACTOR times the float32 simple path's own error. M=8 channels
+as in test_fast_vs_reference (with fewer, CN divides by the spread of a handful of numbers
+and float32 rounding of that spread dominates).
 """
 
 import itertools
