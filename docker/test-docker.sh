@@ -132,6 +132,7 @@ say "wheelhouse ready: $TLSTM_DOCKER_WHEELHOUSE"
 # ---- 4. the checks ----
 # The engine is known to work now: a test that finds none must fail, not skip.
 export TLSTM_DOCKER_REQUIRED=1
+rm -rf "$build/logs"   # this run's build and container logs only
 set +e
 "$py" -m pytest tests/docker -m docker -p no:cacheprovider -ra "$@"
 status=$?

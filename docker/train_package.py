@@ -3,9 +3,10 @@
     TLSTM_PACKAGE_NAME=chars-v2 TLSTM_TRAIN_TASK=chars \\
         docker compose --profile train run --rm train [extra `tlstm train` options]
 
-Runs `tlstm train TASK --out RUNS/NAME-TIMESTAMP [options]`, then `tlstm export --name NAME`
-into a hidden staging folder beside the models, then renames it to MODELS/NAME, so the serving
-side never sees half a package. Restart `api` to serve it.
+Runs `tlstm train TASK --out RUNS/NAME-TIMESTAMP [options]`, then
+`tlstm export RUN --out MODELS/NAME --name NAME`, which writes the package in a hidden temporary
+folder beside it and renames it into place, so the serving side never sees half a package.
+Restart `api` to serve it.
 
 Settings (environment):
     TLSTM_PACKAGE_NAME  required: the new package's folder name under the models directory
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -66,7 +66,8 @@ def settings(environ: dict[str, str]) -> dict[str, object]:
         raise SettingError(
             f"{destination} exists; choose another TLSTM_PACKAGE_NAME or set TLSTM_OVERWRITE=1"
         )
-    return {"name": name, "task": task, "models": models, "runs": runs, "destination": destination}
+    return {"name": name, "task": task, "runs": runs, "destination": destination,
+            "overwrite": overwrite in ("1", "true")}
 
 
 class Child:
@@ -101,21 +102,16 @@ def main(argv: list[str]) -> int:
         return 2
     name, destination = str(config["name"]), Path(str(config["destination"]))
     run_dir = Path(str(config["runs"])) / f"{name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-    staging = Path(str(config["models"])) / f".{name}.partial"
     child = Child()
     status = child.run(["tlstm", "train", str(config["task"]), "--out", str(run_dir), *argv])
     if status != 0:
         print(f"train_package: training failed (exit {status}); run folder {run_dir}", file=sys.stderr)
         return status
-    shutil.rmtree(staging, ignore_errors=True)
-    status = child.run(["tlstm", "export", str(run_dir), "--out", str(staging), "--name", name])
+    export = ["tlstm", "export", str(run_dir), "--out", str(destination), "--name", name]
+    status = child.run(export + (["--force"] if config["overwrite"] else []))
     if status != 0:
-        shutil.rmtree(staging, ignore_errors=True)
         print(f"train_package: export failed (exit {status}); run folder {run_dir}", file=sys.stderr)
         return status
-    if destination.exists():
-        shutil.rmtree(destination)
-    staging.rename(destination)
     print(f"train_package: wrote {destination} (from {run_dir}); restart the api to serve it: "
           "docker compose restart api", flush=True)
     return 0
