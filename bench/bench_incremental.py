@@ -274,6 +274,7 @@ def _cases(args: argparse.Namespace, workdir: Path) -> list[Case]:
     from model import TLSTMConfig, build_model
 
     specs: list[tuple[str, TLSTMConfig]] = []
+    shipped: dict[str, Path] = {}  # case name -> the package's own step graph
     for depth in args.depths:
         cfg = TLSTMConfig(
             input_size=args.vocab, output_size=args.vocab, channels=args.channels,
@@ -282,9 +283,14 @@ def _cases(args: argparse.Namespace, workdir: Path) -> list[Case]:
         specs.append((f"D{args.order} K{args.kernel} L={cfg.depth}", cfg))
     manifest = Path(args.chars) / "manifest.json" if args.chars else None
     if manifest and manifest.is_file():
-        cfg = TLSTMConfig.from_dict(json.loads(manifest.read_text())["config"])
+        package = json.loads(manifest.read_text())
+        cfg = TLSTMConfig.from_dict(package["config"])
         if cfg.input_type == "tokens":
-            specs.append((f"chars ({Path(args.chars).name}) L={cfg.depth}", cfg))
+            name = f"{Path(args.chars).name} package L={cfg.depth}"
+            specs.append((name, cfg))
+            step = Path(args.chars) / package.get("graphs", {}).get("step", {}).get("file", "step.onnx")
+            if step.is_file() and package.get("precision", "float32") == "float32":
+                shipped[name] = step
         else:
             _log(f"note: {args.chars} reads features, not characters; left out")
     elif args.chars:
@@ -303,6 +309,8 @@ def _cases(args: argparse.Namespace, workdir: Path) -> list[Case]:
         if worst > 1e-4:
             raise RuntimeError(f"{name}: the exported graphs differ from PyTorch by {worst:.3g}")
         flops = {engine: _flops(cfg, engine) for engine in graphs}
+        if name in shipped:  # also time the package's own simple-path graph (same state names)
+            graphs["shipped"], states["shipped"] = shipped[name], states["naive"]
         cases.append(Case(name, cfg, graphs, states, flops))
     return cases
 
@@ -397,7 +405,7 @@ class _Progress:
 def parent(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_incremental_") as tmp:
         cases = _cases(args, Path(tmp))
-        jobs = [(c, e, b) for c in cases for b in args.batches for e in ("naive", "incremental")]
+        jobs = [(c, e, b) for c in cases for b in args.batches for e in c.graphs]
         results: dict[tuple[str, str, int], float] = {}
         peak = 0.0
         progress = _Progress(args.rounds * (len(jobs) + 1))
@@ -425,6 +433,12 @@ def parent(args: argparse.Namespace) -> int:
                 eff = {e: case.flops[e] * batch / results[(case.name, e, batch)] / peak for e in ("naive", "incremental")}
                 met = "-" if target is None else ("yes" if speedup >= target else "NO")
                 rows.append((case.name, case.config.channels, batch, naive * 1e6, incremental * 1e6, speedup, target, met, eff["naive"], eff["incremental"]))
+                if "shipped" in case.graphs:
+                    own = results[(case.name, "shipped", batch)]
+                    notes.append(
+                        f"{case.name}, batch {batch}: the package's own {case.graphs['shipped'].name} (simple path) takes "
+                        f"{own * 1e6:.0f} us/char, the simple-path graph exported here {naive * 1e6:.0f}"
+                    )
                 if target is not None and speedup < target:
                     why = _diagnose(case, batch, incremental, args, Path(tmp))
                     notes.append(f"{case.name}, batch {batch}: {speedup:.2f}x < {target:.1f}x; {why}")
