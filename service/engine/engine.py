@@ -161,7 +161,10 @@ class Engine:
         models_dir = Path(models_dir)
         if not models_dir.is_dir():
             raise StartupError(f"models directory {models_dir} does not exist (set --models or TLSTM_MODELS_DIR)")
-        paths = sorted(p for p in models_dir.iterdir() if (p / "manifest.json").is_file())
+        # hidden entries are skipped: an export in progress writes into `.NAME.tmp-*`
+        paths = sorted(
+            p for p in models_dir.iterdir() if not p.name.startswith(".") and (p / "manifest.json").is_file()
+        )
         if not paths:
             raise StartupError(
                 f"models directory {models_dir} holds no model package (expected subdirectories "
@@ -172,6 +175,8 @@ class Engine:
                 package = load_package(path, providers=providers, intra_op_threads=self.config.intra_op_threads)
             except PackageError as exc:
                 raise StartupError(f"cannot load model package {path}: {exc}") from exc
+            except OSError as exc:
+                raise StartupError(f"cannot read model package {path}: {exc}") from exc
             if package.kind not in SERVED_KINDS:
                 log.warning("model package %s is of kind %r, which this service does not serve; skipped", path, package.kind)
                 continue

@@ -106,3 +106,20 @@ def test_the_service_never_imports_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+
+def test_hidden_export_folders_are_not_loaded(packages, tmp_path):
+    """An export in progress writes into `.NAME.tmp-*`; only finished packages are loaded."""
+    from service.engine.engine import Engine, EngineConfig
+
+    copy = tmp_path / "models"
+    shutil.copytree(packages.root / "chars", copy / "chars")
+    shutil.copytree(packages.root / "chars", copy / ".chars.tmp-1234")
+    (copy / ".chars.tmp-1234" / "step.onnx").write_bytes(b"half written")
+    engine = Engine(EngineConfig(providers=("CPUExecutionProvider",), warmup_runs=1))
+    try:
+        engine.load(copy)
+        assert sorted(engine.models) == ["chars"]
+    finally:
+        engine.stop()
