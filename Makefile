@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # The CPU wheel of torch; a bare `torch` would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv test test-docker serve models lint bench bench-service clean
+.PHONY: venv test test-docker serve models lint bench bench-service bench-incremental clean
 
 venv: $(STAMP)
 
@@ -37,6 +37,9 @@ bench: venv
 
 bench-service: venv
 	$(PY) bench/bench_service.py
+
+bench-incremental: venv
+	$(PY) bench/bench_incremental.py
 
 lint: venv
 	$(VENV)/bin/ruff check model training service tests bench
