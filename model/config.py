@@ -34,6 +34,15 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
 }
 
 
+def dataclass_from_dict(cls: type[Any], data: dict[str, Any]) -> Any:
+    """``cls(**data)`` for a dataclass, naming unknown keys instead of a bare TypeError."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; expected a subset of {sorted(known)}")
+    return cls(**data)
+
+
 @dataclass(frozen=True)
 class TLSTMConfig:
     """A model's full, validated description. Derived sizes are properties, never fields.
@@ -199,11 +208,7 @@ class TLSTMConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TLSTMConfig:
         """Build from a dict (e.g. a checkpoint's), rejecting unknown keys by name."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"TLSTMConfig: unknown field(s) {unknown}; expected a subset of {sorted(known)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data)
 
     def replace(self, **changes: Any) -> TLSTMConfig:
         return dataclasses.replace(self, **changes)

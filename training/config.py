@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from model import TLSTMConfig, variant_config, variant_names
+from model.config import dataclass_from_dict
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -113,11 +114,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"TrainConfig: unknown field(s) {unknown}; expected a subset of {sorted(known)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data)
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
