@@ -9,8 +9,17 @@ raises :class:`PackageError` naming the file and the problem.
 This module imports numpy and onnxruntime only (never torch, never onnx), so the service
 runs without the training stack.
 
+Decoding (the manifest's ``decoding``): every package streams with ``step`` on the committed
+state (the simple path). A package whose model decodes incrementally also has
+``step_incremental``, which carries a *staircase* (the committed state plus the lookahead cones,
+docs/tlstm-spec.md section 8), and ``staircase``, which builds the staircase over a committed
+state. A fresh incremental stream starts from ``staircase`` of the zero state, which is not zero:
+:meth:`ModelPackage.initial_state` returns that for ``step_incremental``. Packages written
+before these graphs existed have no ``decoding`` entry; they load and decode the simple way.
+
 Shapes (spec notation): B batch, T length, R feature size, S output size, and per-sequence
-state shapes ``(P, M)`` or ``(P, P, M)`` (``(L, M)`` for the stacked baselines).
+state shapes ``(P, M)`` or ``(P, P, M)`` (``(L, M)`` for the stacked baselines); the lookahead
+cones of a staircase are ``(n_j, M)`` or ``(n_j, n_j, M)``.
 """
 
 from __future__ import annotations
@@ -36,6 +45,8 @@ REQUIRED_GRAPHS: dict[str, tuple[str, ...]] = {
     "classifier": ("step", "classify"),
     "seq2seq": ("step", "prefill"),
 }
+# The decoding entry of a package written before incremental decoding existed.
+NO_INCREMENTAL = "the package predates incremental decoding (its manifest has no 'decoding')"
 DTYPES = ("int64", "float32", "float16")
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 _CHUNK = 1 << 20
@@ -193,7 +204,32 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     for gname, entry in graphs.items():
         if entry["file"] not in files:
             raise PackageError(f"{mpath}: graph {gname!r} file {entry['file']!r} has no sha256 in 'files'")
+    if "decoding" in manifest:
+        _check_decoding(manifest["decoding"], graphs, str(mpath))
     return manifest
+
+
+def _check_decoding(decoding: Any, graphs: Mapping[str, Any], where: str) -> None:
+    """The manifest's ``decoding`` entry: its incremental graphs exist and name their state."""
+    if not isinstance(decoding, dict):
+        raise PackageError(f"{where}: decoding must be an object, got {type(decoding).__name__}")
+    incremental = _require(decoding, "incremental", dict, f"{where}: decoding")
+    at = f"{where}: decoding.incremental"
+    if not _require(incremental, "available", bool, at):
+        _require(incremental, "reason", str, at)
+        return
+    for key in ("step", "staircase"):
+        name = _require(incremental, key, str, at)
+        if name not in graphs:
+            raise PackageError(f"{at}.{key}: graph {name!r} is not in the package's graphs {sorted(graphs)}")
+    state = _require(incremental, "state", list, at)
+    for index, entry in enumerate(state):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not isinstance(entry.get("shape"), list):
+            raise PackageError(f"{at}.state[{index}] must be an object with name and shape")
+    names = [entry["name"] for entry in state]
+    listed = graphs[incremental["step"]].get("state")
+    if listed != names:
+        raise PackageError(f"{at}.state names {names} differ from graphs.{incremental['step']}.state {listed}")
 
 
 def verify_files(root: Path, manifest: Mapping[str, Any]) -> None:
@@ -273,6 +309,30 @@ class ModelPackage:
         """S: the width of every ``logits`` output."""
         return int(self.manifest["config"]["output_size"])
 
+    @property
+    def decoding(self) -> dict[str, Any]:
+        """The manifest's ``decoding`` (for packages without one: simple decoding only).
+
+        ``{"simple": {"available": True, "step": "step", "prefill": "prefill" | None},
+        "incremental": {"available": True, "step": "step_incremental", "staircase":
+        "staircase", "prefill": ["prefill", "staircase"] | None, "state": [{"name", "shape"}]}
+        or {"available": False, "reason": str}}``
+        """
+        decoding = self.manifest.get("decoding")
+        if decoding is None:
+            prefill = "prefill" if "prefill" in self.manifest["graphs"] else None
+            return {
+                "simple": {"available": True, "step": "step", "prefill": prefill},
+                "incremental": {"available": False, "reason": NO_INCREMENTAL},
+            }
+        return decoding
+
+    @property
+    def incremental(self) -> dict[str, Any] | None:
+        """The incremental decoding entry when the package decodes incrementally, else None."""
+        entry = self.decoding["incremental"]
+        return entry if entry["available"] else None
+
     def graph_inputs(self, graph: str) -> tuple[TensorSpec, ...]:
         return self._graph_specs[self._graph_name(graph)][0]
 
@@ -284,13 +344,20 @@ class ModelPackage:
         return tuple(s for s in self.graph_inputs(graph) if s.name.startswith("state_"))
 
     def initial_state(self, batch: int, graph: str = "step") -> dict[str, np.ndarray]:
-        """Zero state for ``batch`` sequences, keyed by the graph's state input names.
+        """The state a fresh sequence starts from, keyed by the graph's state input names.
+
+        The zero state for every graph but the incremental step, whose fresh staircase is
+        ``staircase`` run on the zero committed state (not zero: the biases act during the
+        lookahead).
 
         Returns:
-            ``{"state_h_in": (B, *shape) float32 zeros, ...}``.
+            ``{"state_h_in": (B, *shape) float32, ...}``.
         """
         if isinstance(batch, bool) or not isinstance(batch, int | np.integer) or batch < 1:
             raise ValueError(f"batch: expected a positive int, got {batch!r}")
+        incremental = self.incremental
+        if incremental is not None and self._graph_name(graph) == incremental["step"]:
+            return self.run_staircase(None, batch=int(batch))
         return {
             s.name: np.zeros((int(batch), *s.shape[1:]), dtype=np.dtype(s.dtype))
             for s in self.state_inputs(graph)
@@ -390,6 +457,56 @@ class ModelPackage:
             raise ValueError("x (B, T): expected at least one position, got T=0")
         out = self.run("prefill", {"x": xs, **self._state(state, xs.shape[0], "prefill")})
         return out["logits"], out["all_logits"], self._next_state(out)
+
+    def _incremental_graphs(self) -> dict[str, Any]:
+        incremental = self.incremental
+        if incremental is None:
+            reason = self.decoding["incremental"].get("reason")
+            raise ValueError(f"package {self.name!r} does not decode incrementally: {reason}")
+        return incremental
+
+    def run_staircase(self, state: Mapping[str, np.ndarray] | None = None, *, batch: int = 1) -> dict[str, np.ndarray]:
+        """The staircase over a committed state (``staircase.onnx``), ready for ``step_incremental``.
+
+        Args:
+            state: the committed state keyed ``state_<name>_in`` (as ``run_step`` and
+                ``run_prefill`` return it); the zero state of ``batch`` sequences when None.
+        Returns:
+            the staircase keyed ``state_<name>_in`` for every name of the incremental step's
+            state: (B, *shape) float32 each.
+        Raises:
+            ValueError: the package does not decode incrementally, or a bad state.
+        """
+        graph = self._incremental_graphs()["staircase"]
+        if state is None:
+            if isinstance(batch, bool) or not isinstance(batch, int | np.integer) or batch < 1:
+                raise ValueError(f"batch: expected a positive int, got {batch!r}")
+            state = {s.name: np.zeros((int(batch), *s.shape[1:]), np.float32) for s in self.state_inputs(graph)}
+        else:
+            first = self.state_inputs(graph)[0].name
+            shape = np.shape(state[first]) if first in state else ()
+            state = self._state(state, shape[0] if shape else 0, graph)
+        return self._next_state(self.run(graph, state))
+
+    def run_step_incremental(
+        self, x: Any, staircase: Mapping[str, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """One streaming step with exact incremental decoding (``step_incremental.onnx``).
+
+        Args:
+            x: (B,) token ids or (B, R) features.
+            staircase: the staircase before x_t, keyed ``state_<name>_in`` (from
+                :meth:`run_staircase` or a previous call); a fresh one when None.
+        Returns:
+            logits (B, S) after x_t (equal to :meth:`run_step`'s up to float rounding) and the
+            staircase after x_t; its ``state_h_in``/``state_c_in`` are the committed state.
+        """
+        graph = self._incremental_graphs()["step"]
+        xs = self._inputs(x, sequence=False)
+        if staircase is None:
+            staircase = self.initial_state(xs.shape[0], graph)
+        out = self.run(graph, {"x": xs, **self._state(staircase, xs.shape[0], graph)})
+        return out["logits"], self._next_state(out)
 
     def run_classify(self, x: Any, lengths: Any = None) -> np.ndarray:
         """Classify a right-padded batch (``classify.onnx``).
@@ -491,4 +608,27 @@ def load_package(
         _check_io(gpath, graph, "inputs", _tensor_specs(entry["inputs"], graph), [_ort_spec(v) for v in session.get_inputs()])
         _check_io(gpath, graph, "outputs", _tensor_specs(entry["outputs"], graph), [_ort_spec(v) for v in session.get_outputs()])
         sessions[graph] = session
-    return ModelPackage(root, manifest, sessions)
+    package = ModelPackage(root, manifest, sessions)
+    _check_incremental(package)
+    return package
+
+
+def _check_incremental(package: ModelPackage) -> None:
+    """The incremental graphs fit together: ``staircase`` reads what ``step`` carries and returns
+    exactly what ``step_incremental`` reads, which is the manifest's decoding state."""
+    incremental = package.incremental
+    if incremental is None:
+        return
+    where = package.path / MANIFEST
+    step, staircase = incremental["step"], incremental["staircase"]
+    committed = [(s.name, list(s.shape[1:])) for s in package.state_inputs("step")]
+    read = [(s.name, list(s.shape[1:])) for s in package.state_inputs(staircase)]
+    if read != committed:
+        raise PackageError(f"{where}: graph {staircase!r} reads {read}, expected the committed state {committed} of 'step'")
+    built = [(s.name[: -len("_out")] + "_in", list(s.shape[1:])) for s in package.graph_outputs(staircase) if s.name.startswith("state_")]
+    carried = [(s.name, list(s.shape[1:])) for s in package.state_inputs(step)]
+    if built != carried:
+        raise PackageError(f"{where}: graph {staircase!r} returns {built}, but {step!r} carries {carried}")
+    listed = [(state_input_name(e["name"]), list(e["shape"])) for e in incremental["state"]]
+    if listed != carried:
+        raise PackageError(f"{where}: decoding.incremental.state {listed} differs from graph {step!r}'s state {carried}")

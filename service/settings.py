@@ -8,7 +8,7 @@ server calls it once at start-up, tests build their own). Lists are comma separa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     require_gpu: bool = Field(False, description="refuse to start unless every model runs on CUDAExecutionProvider")
     intra_op_threads: int = Field(1, ge=1, le=256, description="ONNX Runtime intra-op threads per session")
     warmup_runs: int = Field(2, ge=0, le=100, description="warm-up calls of every graph before reporting ready")
+    decode: Literal["incremental", "simple"] = Field(
+        "incremental",
+        description="how language models generate: 'incremental' (exact incremental decoding, about one step "
+        "of work per character, where the package has it) or 'simple' (step.onnx: L steps per character)",
+    )
     log_level: str = Field("info", description="log level of the service and uvicorn")
 
     # ------------------------------------------------------------------ access

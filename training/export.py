@@ -169,7 +169,7 @@ def export_graph(spec: Any, path: Path) -> None:
 def _metadata(manifest: dict[str, Any], graph: str) -> dict[str, str]:
     """The package's description as ONNX metadata_props (strings; JSON for structures)."""
     keys = ("format", "format_version", "name", "kind", "depth", "input", "vocab", "labels",
-            "config", "precision", "metrics", "code_version", "created")
+            "config", "precision", "decoding", "metrics", "code_version", "created")
     props = {f"tlstm.{k}": v if isinstance(v, str) else json.dumps(v) for k, v in manifest.items() if k in keys}
     props["tlstm.graph"] = graph
     props["tlstm.graph_io"] = json.dumps(manifest["graphs"][graph])
@@ -287,9 +287,14 @@ def export_package(
     from service.version import code_version
 
     from .checkpoint import Checkpoint, load_checkpoint
-    from .onnx_graphs import export_copy, graph_specs
+    from .onnx_graphs import INCREMENTAL_STEP, STAIRCASE, decoding_entry, export_copy, graph_specs
     from .onnx_precision import reduce_precision
-    from .onnx_verify import check_graph_file, compare_with_torch, verification_cases
+    from .onnx_verify import (
+        check_graph_file,
+        compare_incremental_stream,
+        compare_with_torch,
+        verification_cases,
+    )
 
     if precision not in PRECISIONS:
         raise ValueError(f"precision: expected one of {list(PRECISIONS)}, got {precision!r}")
@@ -314,7 +319,8 @@ def export_package(
     rng = np.random.default_rng(seed)
     longest = max(fields["train_max_length"], fields["input"]["max_length"]) + 3
 
-    steps = 2 * len(specs) + (1 if precision != "float32" else 0) + 1
+    incremental = INCREMENTAL_STEP in {spec.name for spec in specs}
+    steps = 2 * len(specs) + (1 if incremental else 0) + (1 if precision != "float32" else 0) + 1
     bar = _Progress(steps, progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -336,6 +342,7 @@ def export_package(
             "precision": precision,
             "graphs": {},
             "state": [{"name": n, "shape": list(config.state_shape)} for n in config.state_names],
+            "decoding": decoding_entry(frozen, fields["kind"], [spec.name for spec in specs]),
             "metrics": checkpoint.metrics,
             "code_version": code_version(),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -354,9 +361,16 @@ def export_package(
                 "outputs": [t.to_dict() for t in outputs],
                 "state": list(spec.state),
             }
+            if spec.state_out is not None:
+                graphs[spec.name]["state_out"] = list(spec.state_out)
             _set_metadata(path, _metadata(manifest, spec.name))
             verification[spec.name] = compare_with_torch(spec, path, model, verification_cases(spec, longest), rng)
             bar.done(f"{spec.file} verified (largest difference {verification[spec.name]['max_difference']:.2g})")
+        if incremental:
+            paths = {g: tmp_dir / graphs[g]["file"] for g in ("step", STAIRCASE, INCREMENTAL_STEP)}
+            stream = compare_incremental_stream(paths, model, longest, rng)
+            verification["incremental_stream"] = stream
+            bar.done(f"incremental stream equals step.onnx's (largest difference {stream['max_difference']:.2g})")
 
         if precision != "float32":
             report = reduce_precision(tmp_dir, specs, precision, fields, frozen, rng=rng, validation=validation)
@@ -426,9 +440,13 @@ def _print_summary(out: Path) -> None:
     print(f"{out}: {manifest['kind']} package {manifest['name']!r}, graphs {sorted(manifest['graphs'])}, "
           f"precision {manifest['precision']}")
     for graph, result in manifest["verification"].items():
-        if isinstance(result, dict):
-            print(f"  {graph}: ONNX Runtime vs PyTorch, largest difference {result['max_difference']:.3g} "
-                  f"over {', '.join(result['cases'])}")
+        if not isinstance(result, dict):
+            continue
+        what = "staircase + step_incremental vs step.onnx" if graph == "incremental_stream" else "ONNX Runtime vs PyTorch"
+        print(f"  {graph}: {what}, largest difference {result['max_difference']:.3g} over {', '.join(result['cases'])}")
+    incremental = manifest["decoding"]["incremental"]
+    print("  decoding: incremental (step_incremental, staircase)" if incremental["available"]
+          else f"  decoding: simple only ({incremental['reason']})")
     report = manifest.get("precision_report")
     if report:
         size = report["size_bytes"]

@@ -10,6 +10,14 @@ handles the delay:
   ``torch._higher_order_ops.scan`` (an ONNX ``Scan``: the only dynamic-length loop the
   exporters get right, see the platform notes); the L-1 flush steps are unrolled after it.
 - ``classify``: a right-padded batch and its lengths; class logits read at step len_b + L - 1.
+- ``step_incremental`` (exact incremental decoding, spec section 8; model/incremental.py): one
+  real input plus the staircase in (the committed state and the lookahead cones); the
+  prediction for that input and the staircase after it out, for the work of about one step.
+  Loop-free. Only for models whose ``StaircaseLayout`` is exact (not LN, not the stacked
+  baselines, not L=1: their simple step is already the cheapest exact one).
+- ``staircase``: the committed state in, the staircase over it out (L-1 flush steps on a
+  copy). A fresh sequence starts from ``staircase`` of the zero state, which is not zero; after
+  a prompt run by ``prefill``, ``staircase`` of its committed state continues it exactly.
 
 A graph is described by a :class:`GraphSpec`: its module, input and output names, example
 inputs, the axes promised dynamic, and how to draw verification inputs and compute the
@@ -34,10 +42,19 @@ from torch import Tensor, nn
 from torch.export import Dim
 
 from model import RecurrentModel, State, build_model
+from model.incremental import (
+    IncrementalStep,
+    StaircaseFromState,
+    StaircaseLayout,
+    incremental_step,
+    staircase_from_state,
+)
 from service.package import state_input_name, state_output_name
 
 BATCH = "B"
 LENGTH = "T"
+INCREMENTAL_STEP = "step_incremental"
+STAIRCASE = "staircase"
 # Sizes of the example inputs used for tracing (any values > 1 work: the axes are dynamic).
 _EXAMPLE_BATCH = 2
 _EXAMPLE_LENGTH = 3
@@ -62,6 +79,9 @@ class GraphSpec:
         draw: ``draw(rng, batch, length) -> feeds``: fresh random inputs for verification.
         reference: ``reference(model, feeds) -> outputs``: the PyTorch model's answer.
         lengths: whether verification should vary the length T (sequence graphs).
+        state_out: the state tensors the graph returns when they differ from ``state`` (the
+            ``staircase`` graph reads the committed state and returns the whole staircase);
+            None when the graph returns what it reads.
     """
 
     name: str
@@ -74,6 +94,7 @@ class GraphSpec:
     draw: Callable[[np.random.Generator, int, int], Feeds]
     reference: Reference
     lengths: bool = True
+    state_out: tuple[str, ...] | None = None
 
     @property
     def file(self) -> str:
@@ -198,15 +219,30 @@ class ClassifyGraph(nn.Module):
         return model.head(hidden.gather(0, index).squeeze(0))  # (B, S)
 
 
+class StaircaseGraph(nn.Module):
+    """``staircase.onnx``: forward(committed state) -> the staircase over it, every tensor a
+    fresh output (level 0 is a copy of the input: a graph output never aliases an input)."""
+
+    def __init__(self, model: RecurrentModel) -> None:
+        super().__init__()
+        self.staircase = StaircaseFromState(model)
+
+    def forward(self, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        state = tuple(state)
+        out = self.staircase(state)
+        return tuple(t.clone() for t in out[: len(state)]) + tuple(out[len(state) :])
+
+
 # ---------------------------------------------------------------- inputs and references
-def _draw_x(rng: np.random.Generator, model: RecurrentModel, shape: tuple[int, ...]) -> np.ndarray:
+def draw_x(rng: np.random.Generator, model: RecurrentModel, shape: tuple[int, ...]) -> np.ndarray:
+    """Random inputs: token ids of ``shape`` (int64), or features of ``shape + (R,)`` (float32)."""
     cfg = model.config
     if cfg.input_type == "tokens":
         return rng.integers(0, cfg.input_size, size=shape, dtype=np.int64)
     return rng.standard_normal((*shape, cfg.input_size)).astype(np.float32)
 
 
-def _draw_state(rng: np.random.Generator, model: RecurrentModel, batch: int) -> Feeds:
+def draw_state(rng: np.random.Generator, model: RecurrentModel, batch: int) -> Feeds:
     """A random committed state, values of the size a trained model's state has."""
     shape = (batch, *model.config.state_shape)
     return {
@@ -237,6 +273,34 @@ def _prefill_reference(model: RecurrentModel, feeds: Feeds) -> Feeds:
     return {"logits": all_logits[:, -1].numpy(), "all_logits": all_logits.numpy(), **_state_outputs(model, committed)}
 
 
+def _torch_staircase(layout: StaircaseLayout, feeds: Feeds) -> tuple[Tensor, ...]:
+    return tuple(torch.from_numpy(feeds[state_input_name(n)]) for n in layout.state_names)
+
+
+def _draw_staircase(rng: np.random.Generator, model: RecurrentModel, batch: int) -> Feeds:
+    """The staircase over a random committed state (a staircase's cones are a function of its
+    committed state, so random cones would be inputs the graph never sees)."""
+    layout = StaircaseLayout.of(model.config)
+    with torch.no_grad():
+        staircase = staircase_from_state(model, _torch_state(model, draw_state(rng, model, batch)))
+    return {state_input_name(n): t.numpy() for n, t in zip(layout.state_names, staircase, strict=True)}
+
+
+def _step_incremental_reference(model: RecurrentModel, feeds: Feeds) -> Feeds:
+    layout = StaircaseLayout.of(model.config)
+    with torch.no_grad():
+        logits, staircase = incremental_step(model, torch.from_numpy(feeds["x"]), _torch_staircase(layout, feeds))
+    outputs = {state_output_name(n): t.numpy() for n, t in zip(layout.state_names, staircase, strict=True)}
+    return {"logits": logits.numpy(), **outputs}
+
+
+def _staircase_reference(model: RecurrentModel, feeds: Feeds) -> Feeds:
+    layout = StaircaseLayout.of(model.config)
+    with torch.no_grad():
+        staircase = staircase_from_state(model, _torch_state(model, feeds))
+    return {state_output_name(n): t.numpy() for n, t in zip(layout.state_names, staircase, strict=True)}
+
+
 def _classify_reference(model: RecurrentModel, feeds: Feeds) -> Feeds:
     with torch.no_grad():
         logits = model.classify(torch.from_numpy(feeds["x"]), torch.from_numpy(feeds["lengths"]))
@@ -259,7 +323,7 @@ def _state_names(model: RecurrentModel) -> tuple[str, ...]:
 
 def step_spec(model: RecurrentModel) -> GraphSpec:
     names = _state_names(model)
-    example = _draw_x(np.random.default_rng(0), model, (_EXAMPLE_BATCH,))
+    example = draw_x(np.random.default_rng(0), model, (_EXAMPLE_BATCH,))
     state = model.initial_state(_EXAMPLE_BATCH)
     inputs = ("x", *(state_input_name(n) for n in names))
     return GraphSpec(
@@ -270,7 +334,7 @@ def step_spec(model: RecurrentModel) -> GraphSpec:
         example=(torch.from_numpy(example), tuple(state)),
         dynamic={n: {0: BATCH} for n in inputs},
         state=names,
-        draw=lambda rng, batch, length: {"x": _draw_x(rng, model, (batch,)), **_draw_state(rng, model, batch)},
+        draw=lambda rng, batch, length: {"x": draw_x(rng, model, (batch,)), **draw_state(rng, model, batch)},
         reference=_step_reference,
         lengths=False,
     )
@@ -278,7 +342,7 @@ def step_spec(model: RecurrentModel) -> GraphSpec:
 
 def prefill_spec(model: RecurrentModel) -> GraphSpec:
     names = _state_names(model)
-    example = _draw_x(np.random.default_rng(0), model, (_EXAMPLE_BATCH, _EXAMPLE_LENGTH))
+    example = draw_x(np.random.default_rng(0), model, (_EXAMPLE_BATCH, _EXAMPLE_LENGTH))
     state = model.initial_state(_EXAMPLE_BATCH)
     inputs = ("x", *(state_input_name(n) for n in names))
     dynamic = {n: {0: BATCH} for n in inputs}
@@ -291,13 +355,13 @@ def prefill_spec(model: RecurrentModel) -> GraphSpec:
         example=(torch.from_numpy(example), tuple(state)),
         dynamic=dynamic,
         state=names,
-        draw=lambda rng, batch, length: {"x": _draw_x(rng, model, (batch, length)), **_draw_state(rng, model, batch)},
+        draw=lambda rng, batch, length: {"x": draw_x(rng, model, (batch, length)), **draw_state(rng, model, batch)},
         reference=_prefill_reference,
     )
 
 
 def classify_spec(model: RecurrentModel) -> GraphSpec:
-    example = _draw_x(np.random.default_rng(0), model, (_EXAMPLE_BATCH, _EXAMPLE_LENGTH))
+    example = draw_x(np.random.default_rng(0), model, (_EXAMPLE_BATCH, _EXAMPLE_LENGTH))
     lengths = torch.tensor([_EXAMPLE_LENGTH, 1], dtype=torch.int64)
     return GraphSpec(
         name="classify",
@@ -308,19 +372,66 @@ def classify_spec(model: RecurrentModel) -> GraphSpec:
         dynamic={"x": {0: BATCH, 1: LENGTH}, "lengths": {0: BATCH}},
         state=(),
         draw=lambda rng, batch, length: {
-            "x": _draw_x(rng, model, (batch, length)),
+            "x": draw_x(rng, model, (batch, length)),
             "lengths": mixed_lengths(rng, batch, length),
         },
         reference=_classify_reference,
     )
 
 
+def step_incremental_spec(model: RecurrentModel) -> GraphSpec | None:
+    """``step_incremental``, or None when the model does not decode incrementally."""
+    layout = StaircaseLayout.of(model.config)
+    if not layout.exact:
+        return None
+    names = layout.state_names
+    example = draw_x(np.random.default_rng(0), model, (_EXAMPLE_BATCH,))
+    with torch.no_grad():
+        staircase = staircase_from_state(model, model.initial_state(_EXAMPLE_BATCH))
+    inputs = ("x", *(state_input_name(n) for n in names))
+    return GraphSpec(
+        name=INCREMENTAL_STEP,
+        module=IncrementalStep(model),
+        inputs=inputs,
+        outputs=("logits", *(state_output_name(n) for n in names)),
+        example=(torch.from_numpy(example), tuple(staircase)),
+        dynamic={n: {0: BATCH} for n in inputs},
+        state=names,
+        draw=lambda rng, batch, length: {"x": draw_x(rng, model, (batch,)), **_draw_staircase(rng, model, batch)},
+        reference=_step_incremental_reference,
+        lengths=False,
+    )
+
+
+def staircase_spec(model: RecurrentModel) -> GraphSpec | None:
+    """``staircase``, or None when the model does not decode incrementally."""
+    layout = StaircaseLayout.of(model.config)
+    if not layout.exact:
+        return None
+    committed = _state_names(model)
+    inputs = tuple(state_input_name(n) for n in committed)
+    return GraphSpec(
+        name=STAIRCASE,
+        module=StaircaseGraph(model),
+        inputs=inputs,
+        outputs=tuple(state_output_name(n) for n in layout.state_names),
+        example=(tuple(model.initial_state(_EXAMPLE_BATCH)),),
+        dynamic={n: {0: BATCH} for n in inputs},
+        state=committed,
+        state_out=layout.state_names,
+        draw=lambda rng, batch, length: draw_state(rng, model, batch),
+        reference=_staircase_reference,
+        lengths=False,
+    )
+
+
 # Graphs per package kind, in the order they are exported. Each maker takes the frozen
-# export copy of the model and returns a GraphSpec; a new graph is one more entry.
-GRAPHS: dict[str, tuple[Callable[[RecurrentModel], GraphSpec], ...]] = {
-    "lm": (step_spec, prefill_spec),
-    "seq2seq": (step_spec, prefill_spec),
-    "classifier": (step_spec, classify_spec),
+# export copy of the model and returns a GraphSpec, or None where the graph does not apply to
+# the model; a new graph is one more entry.
+GRAPHS: dict[str, tuple[Callable[[RecurrentModel], GraphSpec | None], ...]] = {
+    "lm": (step_spec, prefill_spec, step_incremental_spec, staircase_spec),
+    "seq2seq": (step_spec, prefill_spec, step_incremental_spec, staircase_spec),
+    "classifier": (step_spec, classify_spec, step_incremental_spec, staircase_spec),
 }
 
 
@@ -328,4 +439,44 @@ def graph_specs(model: RecurrentModel, kind: str) -> list[GraphSpec]:
     """The graphs of a package of ``kind`` for the frozen export copy ``model``."""
     if kind not in GRAPHS:
         raise ValueError(f"package kind {kind!r}: expected one of {sorted(GRAPHS)}")
-    return [make(model) for make in GRAPHS[kind]]
+    return [spec for make in GRAPHS[kind] if (spec := make(model)) is not None]
+
+
+# ---------------------------------------------------------------- the manifest's decoding entry
+def incremental_unavailable(model: RecurrentModel) -> str | None:
+    """Why the model does not decode incrementally (None when it does)."""
+    cfg = model.config
+    if not cfg.is_tlstm:
+        return f"the stacked {cfg.arch} baseline has no output delay: its simple step is one step"
+    if cfg.delay == 0:
+        return "depth L=1: no output delay, the simple step is one step"
+    if cfg.norm == "ln":
+        return ("layer normalization pools every location of the tensor, so no lookahead can be kept: "
+                "the simple path (L steps per input) is the exact one")
+    return None
+
+
+def decoding_entry(model: RecurrentModel, kind: str, graphs: list[str]) -> dict[str, Any]:
+    """The manifest's ``decoding``: how a stream of inputs is run with this package.
+
+    ``simple``: ``step`` per input (``prefill`` for a prompt, when the kind has it).
+    ``incremental``: ``step_incremental`` per input on the staircase; a sequence starts from
+    ``staircase`` of the zero committed state; a prompt is ``prefill`` then ``staircase`` on
+    its committed state (``prefill`` lists the two graphs in order). ``state`` lists the
+    staircase tensors with their per-sequence shapes. When unavailable, ``reason`` says why.
+    """
+    simple: dict[str, Any] = {"available": True, "step": "step", "prefill": "prefill" if "prefill" in graphs else None}
+    reason = incremental_unavailable(model)
+    if reason is None and not {INCREMENTAL_STEP, STAIRCASE} <= set(graphs):
+        reason = f"the package was written without the {INCREMENTAL_STEP} and {STAIRCASE} graphs"
+    if reason is not None:
+        return {"simple": simple, "incremental": {"available": False, "reason": reason}}
+    layout = StaircaseLayout.of(model.config)
+    incremental = {
+        "available": True,
+        "step": INCREMENTAL_STEP,
+        "staircase": STAIRCASE,
+        "prefill": ["prefill", STAIRCASE] if "prefill" in graphs else None,
+        "state": layout.state_specs(),
+    }
+    return {"simple": simple, "incremental": incremental}

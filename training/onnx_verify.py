@@ -6,6 +6,10 @@
 3. ONNX Runtime (CPU) equals the PyTorch model on fresh random inputs at several batch sizes
    and lengths, including lengths beyond any seen in training and mixed-length batches.
 
+4. for packages that decode incrementally, a stream: ``staircase`` then ``step_incremental``
+   over a whole sequence gives the same predictions and committed states as ``step`` over it
+   (:func:`compare_incremental_stream`).
+
 Any failure raises :class:`ExportVerificationError` naming the graph and the problem (for
 numbers: the output, the case and the largest difference).
 
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +30,9 @@ import numpy as np
 import onnx
 
 from model import RecurrentModel
-from service.package import TensorSpec
+from service.package import TensorSpec, state_input_name, state_output_name
 
-from .onnx_graphs import GraphSpec
+from .onnx_graphs import INCREMENTAL_STEP, STAIRCASE, GraphSpec, draw_state, draw_x
 
 FLOAT32_TOLERANCE = 1e-4
 
@@ -200,6 +204,106 @@ def compare_with_torch(
             )
     return {
         "cases": [str(c) for c in cases],
+        "max_difference": worst[0],
+        "worst": {"output": worst[1], "case": worst[2]},
+        "tolerance": tolerance,
+        "widened": widened,
+    }
+
+
+# ---------------------------------------------------------------- incremental stream check
+def _torch_stream64(model: RecurrentModel, x: np.ndarray, state: Mapping[str, np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The simple path in float64 PyTorch: logits (B, T, S) and the final committed state."""
+    import torch
+
+    exact = copy.deepcopy(model).double()
+    names = model.config.state_names
+    current = tuple(torch.from_numpy(state[state_input_name(n)]).double() for n in names)
+    xs = torch.from_numpy(x.astype(np.float64) if x.dtype == np.float32 else x)
+    outputs = []
+    with torch.no_grad():
+        for t in range(x.shape[1]):
+            logits, current = exact.predict_next(xs[:, t], current)
+            outputs.append(logits.numpy())
+    return np.stack(outputs, axis=1), [s.numpy() for s in current]
+
+
+def _run_stream(session: Any, x: np.ndarray, state: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """One input per call over x (B, T[, R]), feeding the state outputs back in."""
+    outputs = [o.name for o in session.get_outputs()]
+    feeds = dict(state)
+    logits = []
+    for t in range(x.shape[1]):
+        values = dict(zip(outputs, session.run(outputs, {"x": np.ascontiguousarray(x[:, t]), **feeds}), strict=True))
+        logits.append(values["logits"])
+        feeds = {name[: -len("_out")] + "_in": v for name, v in values.items() if name.startswith("state_")}
+    return np.stack(logits, axis=1), feeds
+
+
+def compare_incremental_stream(
+    paths: Mapping[str, Path],
+    model: RecurrentModel,
+    length: int,
+    rng: np.random.Generator,
+    tolerance: float = FLOAT32_TOLERANCE,
+) -> dict[str, Any]:
+    """``staircase`` then ``step_incremental`` over whole sequences against ``step`` over them.
+
+    Two cases of ``length`` inputs: one sequence from the zero state (a fresh stream) and three
+    from random committed states. Every prediction and the final committed state must agree
+    within ``tolerance`` (relative, as in :func:`compare_with_torch`); where they do not (long
+    sequences of a chaotic recurrence), the incremental stream passes when it is no further
+    from the float64 PyTorch simple path than 4x the ``step`` stream is, and the widened bound
+    is reported.
+
+    Args:
+        paths: ``{"step", "staircase", "step_incremental"}`` -> graph file.
+        model: the PyTorch model (for the float64 yardstick only).
+        length: inputs per sequence.
+    Returns:
+        ``{"cases", "max_difference", "worst": {"output", "case"}, "tolerance", "widened"}``.
+    Raises:
+        ExportVerificationError: the streams differ beyond the bound (naming what and where).
+    """
+    step, staircase, incremental = (make_session(paths[g]) for g in ("step", STAIRCASE, INCREMENTAL_STEP))
+    names = model.config.state_names
+    cases = [(f"B=1, T={length} from the zero state", 1, True), (f"B=3, T={length} from random states", 3, False)]
+    worst = (0.0, "", "")
+    widened: dict[str, float] = {}
+    for label, batch, zero in cases:
+        state = draw_state(rng, model, batch)
+        if zero:
+            state = {k: np.zeros_like(v) for k, v in state.items()}
+        x = draw_x(rng, model, (batch, length))
+        start = dict(zip([o.name for o in staircase.get_outputs()], staircase.run(None, state), strict=True))
+        start = {name[: -len("_out")] + "_in": v for name, v in start.items()}
+        simple_logits, simple_state = _run_stream(step, x, state)
+        incr_logits, incr_state = _run_stream(incremental, x, start)
+        pairs = [("logits", incr_logits, simple_logits)]
+        pairs += [(state_output_name(n), incr_state[state_input_name(n)], simple_state[state_input_name(n)]) for n in names]
+        reference = None
+        for index, (output, actual, expected) in enumerate(pairs):
+            diff = relative_difference(actual, expected)
+            if diff > worst[0] or not worst[1]:
+                worst = (diff, output, label)
+            if diff <= tolerance:
+                continue
+            if reference is None:
+                logits64, state64 = _torch_stream64(model, x, state)
+                reference = [logits64, *state64]
+            simple_error = relative_difference(expected, reference[index])
+            bound = max(tolerance, 4.0 * simple_error)
+            incr_error = relative_difference(actual, reference[index])
+            if incr_error <= bound:
+                widened[f"{output} at {label}"] = bound
+                continue
+            raise ExportVerificationError(
+                f"{INCREMENTAL_STEP}.onnx: a stream of {STAIRCASE}.onnx then {INCREMENTAL_STEP}.onnx differs from "
+                f"step.onnx on {output!r} at {label}: largest difference {diff:.3g} (from float64: {incr_error:.3g}, "
+                f"step.onnx's own {simple_error:.3g}; tolerance {tolerance:g})"
+            )
+    return {
+        "cases": [label for label, _, _ in cases],
         "max_difference": worst[0],
         "worst": {"output": worst[1], "case": worst[2]},
         "tolerance": tolerance,

@@ -30,7 +30,7 @@ from .runtime import check_gpu, import_onnxruntime, usable_providers
 from .sampling import SamplingParams
 from .scheduler import Delivery, Dispatch, deliver_inline
 from .sessions import SessionRegistry
-from .stepper import make_step_function
+from .stepper import DECODINGS, make_step_function
 
 log = logging.getLogger("tlstm.engine")
 
@@ -50,6 +50,11 @@ class EngineConfig:
     max_batch: int = 64
     max_wait_s: float = 0.001
     max_sessions: int = 64
+    decode: str = "incremental"
+
+    def __post_init__(self) -> None:
+        if self.decode not in DECODINGS:
+            raise ValueError(f"EngineConfig.decode: expected one of {list(DECODINGS)}, got {self.decode!r}")
 
     @classmethod
     def from_settings(cls, settings: Any) -> EngineConfig:
@@ -63,6 +68,7 @@ class EngineConfig:
             max_batch=settings.max_batch,
             max_wait_s=settings.max_wait_ms / 1000.0,
             max_sessions=settings.max_sessions,
+            decode=settings.decode,
         )
 
 
@@ -103,10 +109,23 @@ class ServedModel:
     def vocab(self) -> list[str] | None:
         return self.manifest.get("vocab")
 
+    @property
+    def decoding(self) -> str | None:
+        """How the language model generates (``"incremental"`` or ``"simple"``); None for a
+        classifier."""
+        return self.generation.step_fn.decoding if self.generation is not None else None
+
     def describe(self) -> dict[str, Any]:
-        """The model's public description (``/v1/models`` and ``/info``)."""
+        """The model's public description (``/v1/models`` and ``/info``).
+
+        ``architecture`` holds the model's shape and, for language models, ``decoding``: the
+        decoding this service uses for it (``"incremental"`` or ``"simple"``).
+        """
         manifest = self.manifest
         config = manifest.get("config") or {}
+        architecture = {k: config.get(k) for k in ("arch", "order", "tensor_size", "kernel_size", "channels", "cell", "norm")}
+        if self.decoding is not None:
+            architecture["decoding"] = self.decoding
         return {
             "kind": self.kind,
             "depth": manifest.get("depth"),
@@ -115,7 +134,7 @@ class ServedModel:
             "labels": self.labels,
             "providers": self.providers,
             "provider": self.providers[0] if self.providers else None,
-            "architecture": {k: config.get(k) for k in ("arch", "order", "tensor_size", "kernel_size", "channels", "cell", "norm")},
+            "architecture": architecture,
             "code_version": manifest.get("code_version"),
             "created": manifest.get("created"),
         }
@@ -200,8 +219,14 @@ class Engine:
         served = ServedModel(name=package.name, kind=package.kind, package=package, spec=spec)
         cfg = self.config
         if package.kind == "lm":
+            step_fn = make_step_function(package, cfg.decode)
+            if step_fn.decoding == "incremental":
+                log.info("model %s decodes incrementally (step_incremental.onnx)", package.name)
+            else:
+                reason = "TLSTM_DECODE=simple" if cfg.decode == "simple" else package.decoding["incremental"].get("reason")
+                log.info("model %s decodes the simple way (step.onnx): %s", package.name, reason)
             served.generation = GenerationEngine(
-                package.name, package.manifest["vocab"], make_step_function(package),
+                package.name, package.manifest["vocab"], step_fn,
                 max_streams=cfg.max_streams, dispatch=self._deliver, observer=self.observer,
             )
             served.generation.scheduler.start()

@@ -34,7 +34,8 @@ class Prefill:
         ids: (T,) the prompt's token ids.
         logits: (S,) the prediction after the last prompt character.
         all_logits: (T, S); row t predicts token t+1.
-        state: the committed state after the prompt, arrays (1, ...).
+        state: the step function's state after the prompt (the committed state, or the
+            staircase for incremental decoding), arrays (1, ...).
     """
 
     ids: np.ndarray
@@ -111,7 +112,7 @@ class GenerationEngine:
         return "".join(self.vocab[i] for i in ids)
 
     def prefill(self, ids: np.ndarray, state: State | None = None) -> Prefill:
-        """Read a prompt (T,) from ``state`` (zeros when None). Blocking; thread-safe."""
+        """Read a prompt (T,) from ``state`` (a fresh sequence when None). Blocking; thread-safe."""
         if ids.ndim != 1 or ids.shape[0] == 0:
             raise InvalidRequest("prompt: expected at least one character", param="prompt")
         if state is None:

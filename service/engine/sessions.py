@@ -1,6 +1,8 @@
 """Streaming prediction sessions: text arrives piece by piece, a prediction follows each character.
 
-A :class:`PredictionSession` keeps a language model's committed state between messages.
+A :class:`PredictionSession` keeps a language model's state between messages: the committed
+state, or with incremental decoding the whole staircase (so the next message continues
+exactly, without rebuilding the lookahead).
 :meth:`PredictionSession.append` reads new text with one prefill call and returns, for every
 character, its log-probability under the previous prediction and the most likely next
 characters. A continuation is generated from a *copy* of the state (the session stays at the
@@ -79,7 +81,7 @@ class PredictionSession:
         return predictions
 
     def reset(self) -> None:
-        """Forget all text: back to the zero state."""
+        """Forget all text: back to a fresh sequence's state."""
         with self._lock:
             self._state = self.engine.step_fn.initial_state(1)
             self._logits = None

@@ -1,12 +1,23 @@
 """The step function the generation engine runs: state dict in -> logits + state dict out.
 
 The scheduler only ever calls :class:`StepFunction`; it treats a state as an opaque dict of
-arrays whose first axis is the batch, concatenated and sliced row by row. A different graph
-(an incremental decoder with its own state layout) is a new class here and one line in
-:func:`make_step_function`; nothing else changes.
+arrays whose first axis is the batch, concatenated and sliced row by row. Two step functions:
+
+- :class:`OnnxStepFunction` (decoding ``"simple"``): ``step.onnx`` on the committed state, the
+  L-1 flush steps of the output delay run inside every call (L steps of work per character);
+- :class:`IncrementalStepFunction` (decoding ``"incremental"``): ``step_incremental.onnx`` on
+  the staircase (the committed state plus the lookahead cones, docs/tlstm-spec.md section 8),
+  about one step of work per character and the same predictions up to float rounding. Its
+  state is the staircase; a prompt runs ``prefill.onnx`` and then ``staircase.onnx`` on the
+  committed state it leaves, which is exact by construction (a staircase is a function of its
+  committed state), and a fresh sequence starts from ``staircase.onnx`` of the zero state.
+
+Stacked staircases are rows like any state, so continuous batching stays exact.
+:func:`make_step_function` picks the incremental one when the package has it and the setting
+``TLSTM_DECODE`` asks for it (the default).
 
 Shapes: ``B`` batch, ``T`` prompt length, ``S`` vocabulary size; state arrays are
-``(B, *state shape)`` as listed in the package manifest.
+``(B, *state shape)`` as listed in the package manifest (``graphs[...]["inputs"]``).
 """
 
 from __future__ import annotations
@@ -19,11 +30,21 @@ import numpy as np
 State = dict[str, np.ndarray]
 
 
+DECODINGS = ("incremental", "simple")
+
+
 class StepFunction(Protocol):
-    """What the generation engine needs from a language-model package."""
+    """What the generation engine needs from a language-model package.
+
+    ``decoding`` names the algorithm (``"simple"`` or ``"incremental"``). A state is whatever
+    the step function carries between characters (the committed state, or the staircase);
+    only the step function that made it reads it.
+    """
+
+    decoding: str
 
     def initial_state(self, batch: int) -> State:
-        """The zero state of ``batch`` sequences."""
+        """The state of ``batch`` fresh sequences (nothing read yet)."""
         ...
 
     def step(self, x: np.ndarray, state: State) -> tuple[np.ndarray, State]:
@@ -31,9 +52,9 @@ class StepFunction(Protocol):
 
         Args:
             x: (B,) int64 token ids.
-            state: the committed state before x.
+            state: the state before x.
         Returns:
-            logits (B, S), the prediction after x; the committed state after x.
+            logits (B, S), the prediction after x; the state after x.
         """
         ...
 
@@ -42,10 +63,10 @@ class StepFunction(Protocol):
 
         Args:
             x: (B, T) int64 token ids, T >= 1.
-            state: the committed state before x.
+            state: the state before x.
         Returns:
             logits (B, S) after the last token, all_logits (B, T, S) (position t predicts
-            token t+1), and the committed state after x.
+            token t+1), and the state after x.
         """
         ...
 
@@ -67,8 +88,11 @@ class OnnxStepFunction:
     """``step.onnx`` and ``prefill.onnx`` of a package, called through its ORT sessions.
 
     Graph names follow the package contract: inputs ``x`` and ``state_<name>_in``, outputs
-    ``logits`` (and ``all_logits`` for prefill) and ``state_<name>_out``.
+    ``logits`` (and ``all_logits`` for prefill) and ``state_<name>_out``. The state is the
+    committed state; every step runs the delay's flush steps inside.
     """
+
+    decoding = "simple"
 
     def __init__(self, package: Any) -> None:
         self.package = package
@@ -89,18 +113,70 @@ class OnnxStepFunction:
 
     def prefill(self, x: np.ndarray, state: State) -> tuple[np.ndarray, np.ndarray, State]:
         if self._prefill is None:
-            return self._prefill_by_steps(x, state)
+            return _prefill_by_steps(self, x, state)
         feeds = {"x": x, **state}
         logits, all_logits, *new = self._prefill.run(self._prefill_out, feeds)
         return logits, all_logits, dict(zip(self._state_in, new, strict=True))
 
-    def _prefill_by_steps(self, x: np.ndarray, state: State) -> tuple[np.ndarray, np.ndarray, State]:
-        """Fallback for a package without ``prefill.onnx``: one step per position."""
-        outputs = []
-        for t in range(x.shape[1]):
-            logits, state = self.step(np.ascontiguousarray(x[:, t]), state)
-            outputs.append(logits)
-        return outputs[-1], np.stack(outputs, axis=1), state
+
+class IncrementalStepFunction:
+    """``step_incremental.onnx``, ``staircase.onnx`` and ``prefill.onnx`` of a package (see the
+    module docstring). The state is the staircase, keyed like ``step_incremental``'s inputs
+    (``state_h_in``, ``state_c_in``, ``state_h_ahead1_in``, ...); its committed part is keyed
+    like ``step.onnx``'s state.
+
+    Raises:
+        ValueError: the package does not decode incrementally (its manifest says why).
+    """
+
+    decoding = "incremental"
+
+    def __init__(self, package: Any) -> None:
+        entry = package.incremental
+        if entry is None:
+            raise ValueError(
+                f"model {package.name}: no incremental decoding ({package.decoding['incremental'].get('reason')})"
+            )
+        self.package = package
+        self._step = package.sessions[entry["step"]]
+        self._staircase = package.sessions[entry["staircase"]]
+        self._prefill = package.sessions.get("prefill")
+        self._state_in = [i.name for i in self._step.get_inputs() if i.name != "x"]
+        self._committed_in = [i.name for i in self._staircase.get_inputs()]
+        self._step_out = ["logits"] + [_out_name(n) for n in self._state_in]
+        self._staircase_out = [_out_name(n) for n in self._state_in]
+        self._prefill_out = ["logits", "all_logits"] + [_out_name(n) for n in self._committed_in]
+        self._fresh = self.staircase(package.initial_state(1, "staircase"))  # rows of a fresh sequence
+
+    def initial_state(self, batch: int) -> State:
+        """``staircase.onnx`` of the zero state (computed once, one row per sequence)."""
+        return {name: np.repeat(value, batch, axis=0) for name, value in self._fresh.items()}
+
+    def staircase(self, committed: State) -> State:
+        """The staircase over committed states keyed ``state_<name>_in`` as ``step.onnx``'s."""
+        values = self._staircase.run(self._staircase_out, {n: committed[n] for n in self._committed_in})
+        return dict(zip(self._state_in, values, strict=True))
+
+    def step(self, x: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        logits, *new = self._step.run(self._step_out, {"x": x, **state})
+        return logits, dict(zip(self._state_in, new, strict=True))
+
+    def prefill(self, x: np.ndarray, state: State) -> tuple[np.ndarray, np.ndarray, State]:
+        """``prefill.onnx`` from the staircase's committed part, then ``staircase.onnx``."""
+        if self._prefill is None:
+            return _prefill_by_steps(self, x, state)
+        feeds = {"x": x, **{n: state[n] for n in self._committed_in}}
+        logits, all_logits, *committed = self._prefill.run(self._prefill_out, feeds)
+        return logits, all_logits, self.staircase(dict(zip(self._committed_in, committed, strict=True)))
+
+
+def _prefill_by_steps(step_fn: Any, x: np.ndarray, state: State) -> tuple[np.ndarray, np.ndarray, State]:
+    """A prompt one step per position (for a package without ``prefill.onnx``)."""
+    outputs = []
+    for t in range(x.shape[1]):
+        logits, state = step_fn.step(np.ascontiguousarray(x[:, t]), state)
+        outputs.append(logits)
+    return outputs[-1], np.stack(outputs, axis=1), state
 
 
 def _out_name(input_name: str) -> str:
@@ -110,6 +186,17 @@ def _out_name(input_name: str) -> str:
     return input_name[: -len("_in")] + "_out"
 
 
-def make_step_function(package: Any) -> StepFunction:
-    """The best step function a language-model package offers."""
+def make_step_function(package: Any, decoding: str = "incremental") -> StepFunction:
+    """The step function of a language-model package.
+
+    Args:
+        decoding: ``"incremental"`` (the default): exact incremental decoding when the package
+            has it, else the simple step; ``"simple"``: always the simple step.
+    Raises:
+        ValueError: an unknown ``decoding``.
+    """
+    if decoding not in DECODINGS:
+        raise ValueError(f"decoding: expected one of {list(DECODINGS)}, got {decoding!r}")
+    if decoding == "incremental" and package.incremental is not None:
+        return IncrementalStepFunction(package)
     return OnnxStepFunction(package)

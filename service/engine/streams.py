@@ -50,7 +50,8 @@ class GenerationStream:
     Args:
         vocab: text of every token id.
         params: sampling parameters.
-        state: the committed state after the prompt, arrays of shape (1, ...).
+        state: the step function's state after the prompt (committed state or staircase),
+            arrays of shape (1, ...).
         logits: (S,) the prediction after the prompt's last character.
         listener: called with each :class:`StreamUpdate` (on the thread the engine's
             dispatcher chooses).
