@@ -10,6 +10,7 @@ import onnx
 import pytest
 import torch
 
+from model.incremental import StaircaseLayout
 from training.onnx_tidy import subgraphs
 
 from .conftest import MAX_LENGTH, VARIANTS, assert_close, draw_inputs
@@ -49,19 +50,21 @@ def test_export_writes_a_verified_self_describing_package(packages, key):
     assert manifest["depth"] == config.depth
     assert manifest["state"] == [{"name": n, "shape": list(config.state_shape)} for n in config.state_names]
     expected_graphs = {"lm": {"step", "prefill"}, "classifier": {"step", "classify"}}[manifest["kind"]]
+    if StaircaseLayout.of(config).exact:  # the model decodes incrementally
+        expected_graphs |= {"step_incremental", "staircase"}
     assert set(manifest["graphs"]) == expected_graphs
     assert set(manifest["files"]) == {f"{g}.onnx" for g in expected_graphs}
     for graph in expected_graphs:
         result = manifest["verification"][graph]
         assert result["max_difference"] <= 1e-4
-        if graph != "step":  # the sequence graphs ran beyond the training length
+        if graph in ("prefill", "classify"):  # the sequence graphs ran beyond the training length
             assert any(f"T={MAX_LENGTH + 3}" in case for case in result["cases"])
-    # state names pair up and sort in the same order
+    # state names pair up and sort in the same order (staircase: committed in, staircase out)
     for entry in manifest["graphs"].values():
         ins = [t["name"] for t in entry["inputs"] if t["name"].startswith("state_")]
         outs = [t["name"] for t in entry["outputs"] if t["name"].startswith("state_")]
-        assert [n.removesuffix("_in") for n in ins] == [n.removesuffix("_out") for n in outs]
         assert ins == [f"state_{n}_in" for n in entry["state"]]
+        assert outs == [f"state_{n}_out" for n in entry.get("state_out", entry["state"])]
     assert manifest["graphs"]["step"]["state"] == list(config.state_names)
 
 
@@ -71,8 +74,10 @@ def test_graph_files_have_symbolic_axes_metadata_and_a_loop_free_step(packages, 
     for graph_file in exported.path.glob("*.onnx"):
         model = onnx.load(str(graph_file))
         inputs = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.input}
-        assert inputs["x"][0] == "B"
-        if graph_file.stem != "step":
+        loop_free = graph_file.stem in ("step", "step_incremental", "staircase")
+        first = "x" if "x" in inputs else "state_h_in"  # staircase reads the committed state only
+        assert inputs[first][0] == "B"
+        if not loop_free:
             assert inputs["x"][1] == "T"
         props = {p.key: p.value for p in model.metadata_props}
         assert props["tlstm.graph"] == graph_file.stem
@@ -81,7 +86,7 @@ def test_graph_files_have_symbolic_axes_metadata_and_a_loop_free_step(packages, 
         nodes = [n for g in (model.graph, *subgraphs(model.graph)) for n in g.node]
         assert not any(n.metadata_props for n in nodes), "exporter notes (source paths) left in the graph"
         loops = {n.op_type for n in nodes} & {"Loop", "Scan", "If"}
-        if graph_file.stem == "step":
+        if loop_free:
             assert not loops
         else:
             assert loops == {"Scan"}

@@ -45,7 +45,7 @@ def test_sound_package_opens_with_what_the_manifest_says(packages):
     assert package.name == KEY  # the directory name unless --name was given
     assert package.vocab == exported.checkpoint.task["vocab"]
     assert package.depth == config.depth
-    assert set(package.sessions) == {"step", "prefill"}
+    assert set(package.sessions) == {"step", "prefill", "step_incremental", "staircase"}
     assert package.providers == ["CPUExecutionProvider"]
     state = package.initial_state(3)
     assert list(state) == ["state_h_in", "state_c_in"]
@@ -167,7 +167,12 @@ def test_loader_runs_without_torch_or_onnx(packages):
         f"package = load_package({str(path)!r})\n"
         "logits, state = package.run_step([1, 2])\n"
         "print(logits.shape, sorted(state))\n"
+        "logits, staircase = package.run_step_incremental([1, 2])\n"
+        "print(logits.shape, list(staircase))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "(2, 5) ['state_c_in', 'state_h_in']"
+    assert result.stdout.strip().splitlines() == [
+        "(2, 5) ['state_c_in', 'state_h_in']",
+        "(2, 5) ['state_h_in', 'state_c_in', 'state_h_ahead1_in', 'state_c_ahead1_in', 'state_h_ahead2_in', 'state_c_ahead2_in']",
+    ]
