@@ -6,8 +6,11 @@ the weights) and says so. Every engine is measured in its own process (ONNX Runt
 PyTorch's thread pools slow each other down in one process), the HTTP client in another
 process than the server. Figures:
 
-* characters/s of one stream: PyTorch eager (``predict_next`` + sampling, 1 thread) and the
-  ONNX Runtime engine (scheduler, sampling, 1 intra-op thread);
+* characters/s of one stream: PyTorch eager (``predict_next`` + sampling, 1 thread; and, for
+  reference, PyTorch's own ``incremental_step``) and the ONNX Runtime engine (scheduler,
+  sampling, 1 intra-op thread) with exact incremental decoding (``step_incremental.onnx``, the
+  default) and with the simple step (``step.onnx``, ``TLSTM_DECODE=simple``); the simple
+  engine also at 32 concurrent streams;
 * characters/s of one SSE stream over HTTP, against the engine alone;
 * aggregate characters/s with 1, 8 and 32 concurrent streams, engine alone and over HTTP;
 * classifications/s: one at a time, and 64 concurrent clients unbatched (``max_batch=1``)
@@ -37,8 +40,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 STREAM_CHARS = {1: 2000, 8: 600, 32: 300}  # per stream, at scale 1
-TARGETS = {
+TARGETS: dict[str, float | None] = {
     "engine_vs_torch": 3.0,
+    "engine_simple_vs_torch": None,  # informative: the same engine on the simple path
+    "incremental_vs_simple": None,  # informative: what incremental decoding gains per stream
+    "incremental_vs_simple_32": None,
     "sse_vs_engine": 0.8,
     "http32_vs_engine32": 0.8,
     "classify_batched_vs_unbatched": 8.0,
@@ -104,26 +110,35 @@ def phase_torch(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from model import TLSTMConfig, build_model
+    from model.incremental import incremental_step, staircase_from_state
 
     torch.set_num_threads(1)
     manifest = json.loads((args.models / "chars" / "manifest.json").read_text())
     model = build_model(TLSTMConfig.from_dict(manifest["config"])).eval()  # same shapes; speed ignores weights
     vocab = manifest["vocab"]
     count = int(1000 * args.scale)
-    generator = torch.Generator().manual_seed(0)
-    with torch.inference_mode():
-        state = model.initial_state(1)
-        for char in prompt_for(vocab):
-            logits, state = model.predict_next(torch.tensor([vocab.index(char)]), state)
-        for _ in range(50):  # warm-up
-            logits, state = model.predict_next(torch.tensor([0]), state)
-        started = time.perf_counter()
-        for _ in range(count):
-            probs = torch.softmax(logits[0].double(), dim=-1)
-            x = torch.multinomial(probs, 1, generator=generator)
-            logits, state = model.predict_next(x, state)
-        elapsed = time.perf_counter() - started
-    return {"torch_one_stream_chars_per_s": count / elapsed, "torch_threads": torch.get_num_threads()}
+    results: dict[str, Any] = {"torch_threads": torch.get_num_threads()}
+    steps = {
+        "torch_one_stream_chars_per_s": (model.predict_next, model.initial_state(1)),
+        "torch_incremental_one_stream_chars_per_s": (
+            lambda x, staircase: incremental_step(model, x, staircase),
+            staircase_from_state(model, model.initial_state(1)),
+        ),
+    }
+    for key, (step, state) in steps.items():
+        generator = torch.Generator().manual_seed(0)
+        with torch.inference_mode():
+            for char in prompt_for(vocab):
+                logits, state = step(torch.tensor([vocab.index(char)]), state)
+            for _ in range(50):  # warm-up
+                logits, state = step(torch.tensor([0]), state)
+            started = time.perf_counter()
+            for _ in range(count):
+                probs = torch.softmax(logits[0].double(), dim=-1)
+                x = torch.multinomial(probs, 1, generator=generator)
+                logits, state = step(x, state)
+            results[key] = count / (time.perf_counter() - started)
+    return results
 
 
 # ---------------------------------------------------------------------- phase: engine alone
@@ -136,7 +151,7 @@ def phase_engine(args: argparse.Namespace) -> dict[str, Any]:
     engine = Engine(EngineConfig(providers=("CPUExecutionProvider",), warmup_runs=3, max_streams=64, max_batch=64))
     engine.load(args.models)
     engine.warm_up()
-    results: dict[str, Any] = {"providers": engine.model("chars").providers}
+    results: dict[str, Any] = {"providers": engine.model("chars").providers, "engine_decoding": engine.model("chars").decoding}
     generation = engine.model("chars").generation
     prompt = prompt_for(generation.vocab)
 
@@ -184,6 +199,41 @@ def phase_engine(args: argparse.Namespace) -> dict[str, Any]:
     unbatched.warm_up()
     results["engine_unbatched_classify_64_clients_per_s"] = _threaded_classify(unbatched.model("digits").classifier, x, per_client)
     unbatched.stop()
+    engine.stop()
+    return results
+
+
+def phase_engine_simple(args: argparse.Namespace) -> dict[str, Any]:
+    """The engine with ``decode="simple"`` (step.onnx): one stream and 32 concurrent streams."""
+    from service.engine.engine import Engine, EngineConfig
+    from service.engine.sampling import SamplingParams
+
+    engine = Engine(EngineConfig(providers=("CPUExecutionProvider",), warmup_runs=3, max_streams=64, decode="simple"))
+    engine.load(args.models)
+    engine.warm_up()
+    generation = engine.model("chars").generation
+    prompt = prompt_for(generation.vocab)
+    count = int(2000 * args.scale)
+    started = time.perf_counter()
+    generation.complete(prompt, SamplingParams(max_new=count, seed=0))
+    results = {"engine_simple_one_stream_chars_per_s": count / (time.perf_counter() - started)}
+    per_stream = int(STREAM_CHARS[32] * args.scale)
+    barrier = threading.Barrier(33)
+    done: list[float] = []
+
+    def one(seed: int) -> None:
+        barrier.wait()
+        generation.complete(prompt, SamplingParams(max_new=per_stream, seed=seed))
+        done.append(time.perf_counter())
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(32)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for t in threads:
+        t.join()
+    results["engine_simple_32_streams_chars_per_s"] = 32 * per_stream / (max(done) - started)
     engine.stop()
     return results
 
@@ -335,7 +385,8 @@ class Server:
 
     def __init__(self, models: Path, env: dict[str, str]) -> None:
         settings = {"TLSTM_PROVIDERS": "CPUExecutionProvider", "TLSTM_MAX_NEW_CHARS": "100000",
-                    "TLSTM_MAX_STREAMS": "64", "TLSTM_LOG_LEVEL": "warning", "TLSTM_REQUEST_TIMEOUT_S": "600", **env}
+                    "TLSTM_MAX_STREAMS": "64", "TLSTM_LOG_LEVEL": "warning", "TLSTM_REQUEST_TIMEOUT_S": "600",
+                    "TLSTM_DECODE": "incremental", **env}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "service.server", "--models", str(models), "--port", "0", "--log-level", "info"],
             cwd=ROOT, env={**os.environ, **settings}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -381,16 +432,22 @@ class Server:
 def report(r: dict[str, Any], note: str | None, command: str) -> dict[str, Any]:
     ratios = {
         "engine_vs_torch": r["engine_one_stream_chars_per_s"] / r["torch_one_stream_chars_per_s"],
+        "engine_simple_vs_torch": r["engine_simple_one_stream_chars_per_s"] / r["torch_one_stream_chars_per_s"],
+        "incremental_vs_simple": r["engine_one_stream_chars_per_s"] / r["engine_simple_one_stream_chars_per_s"],
+        "incremental_vs_simple_32": r["engine_32_streams_chars_per_s"] / r["engine_simple_32_streams_chars_per_s"],
         "sse_vs_engine": r["http_one_stream_chars_per_s"] / r["engine_one_stream_chars_per_s"],
         "http32_vs_engine32": r["http_32_streams_chars_per_s"] / r["engine_32_streams_chars_per_s"],
         "classify_batched_vs_unbatched": r["engine_classify_64_clients_per_s"] / r["engine_unbatched_classify_64_clients_per_s"],
         "http_classify_batched_vs_unbatched": r["http_classify_64_clients_per_s"] / r["http_unbatched_classify_64_clients_per_s"],
     }
     rows = [
-        ("one stream, PyTorch eager (chars/s)", r["torch_one_stream_chars_per_s"]),
-        ("one stream, ORT engine (chars/s)", r["engine_one_stream_chars_per_s"]),
+        ("one stream, PyTorch eager, predict_next (chars/s)", r["torch_one_stream_chars_per_s"]),
+        ("one stream, PyTorch eager, incremental_step (chars/s)", r["torch_incremental_one_stream_chars_per_s"]),
+        (f"one stream, ORT engine, {r['engine_decoding']} (chars/s)", r["engine_one_stream_chars_per_s"]),
+        ("one stream, ORT engine, simple (chars/s)", r["engine_simple_one_stream_chars_per_s"]),
         ("one stream, SSE over HTTP (chars/s)", r["http_one_stream_chars_per_s"]),
         *[(f"{n} streams aggregate, engine (chars/s)", r[f"engine_{n}_streams_chars_per_s"]) for n in (1, 8, 32)],
+        ("32 streams aggregate, engine, simple (chars/s)", r["engine_simple_32_streams_chars_per_s"]),
         *[(f"{n} streams aggregate, HTTP (chars/s)", r[f"http_{n}_streams_chars_per_s"]) for n in (1, 8, 32)],
         *[(f"{n} streams, time to first char p50 / p99 (ms)", f"{r[f'http_{n}_streams_ttfc_p50_ms']:.1f} / {r[f'http_{n}_streams_ttfc_p99_ms']:.1f}") for n in (1, 8, 32)],
         *[(f"{n} streams, whole request p50 / p99 (ms)", f"{r[f'http_{n}_streams_request_p50_ms']:.0f} / {r[f'http_{n}_streams_request_p99_ms']:.0f}") for n in (8, 32)],
@@ -409,13 +466,18 @@ def report(r: dict[str, Any], note: str | None, command: str) -> dict[str, Any]:
         print(f"NOTE: {note}")
     print(f"providers: {r['providers']}; PyTorch threads: {r['torch_threads']}; ONNX Runtime intra-op threads: 1; "
           f"{os.cpu_count()} CPUs; HTTP classification load from {r['http_classify_client_processes']} client process(es)")
+    print(f"decoding: engine and server {r['engine_decoding']} (the default, TLSTM_DECODE), rows marked simple: step.onnx; "
+          f"load average before the run: {r['load_average']}")
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         shown = f"{value:,.0f}" if isinstance(value, float) else value
         print(f"  {name:<{width}}  {shown:>14}")
     print()
     names = {
-        "engine_vs_torch": "engine / PyTorch eager, one stream",
+        "engine_vs_torch": f"engine ({r['engine_decoding']}) / PyTorch eager, one stream",
+        "engine_simple_vs_torch": "engine (simple) / PyTorch eager, one stream",
+        "incremental_vs_simple": f"engine {r['engine_decoding']} / simple, one stream",
+        "incremental_vs_simple_32": f"engine {r['engine_decoding']} / simple, 32 streams",
         "sse_vs_engine": "SSE over HTTP / engine, one stream",
         "http32_vs_engine32": "32 HTTP streams / engine at 32 streams",
         "classify_batched_vs_unbatched": "64 clients micro-batched / unbatched (engine)",
@@ -423,6 +485,9 @@ def report(r: dict[str, Any], note: str | None, command: str) -> dict[str, Any]:
     }
     for key, value in ratios.items():
         target = TARGETS[key.removeprefix("http_")]
+        if target is None:
+            print(f"  {names[key]:<45} {value:6.2f}x")
+            continue
         verdict = "met" if value >= target else "NOT met"
         print(f"  {names[key]:<45} {value:6.2f}x   target >= {target:g}x   {verdict}")
     print(f"\nreproduce: {command}")
@@ -434,14 +499,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, default=ROOT / "models", help="directory with the chars and digits packages")
     parser.add_argument("--quick", action="store_true", help="a quarter of the default run lengths")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "out" / "service.json", help="where to write the figures")
-    parser.add_argument("--phase", choices=["torch", "engine", "http", "classify-load", "export"], help=argparse.SUPPRESS)
+    parser.add_argument("--phase", choices=["torch", "engine", "engine-simple", "http", "classify-load", "export"],
+                        help=argparse.SUPPRESS)
     parser.add_argument("--scale", type=float, default=1.0, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--clients", type=int, default=64, help=argparse.SUPPRESS)
     parser.add_argument("--start-at", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.phase:
-        phases = {"torch": phase_torch, "engine": phase_engine, "http": phase_http, "classify-load": phase_classify_load}
+        phases = {"torch": phase_torch, "engine": phase_engine, "engine-simple": phase_engine_simple, "http": phase_http,
+                  "classify-load": phase_classify_load}
         if args.phase == "export":
             export_stand_ins(args.models)
             print(json.dumps({"exported": str(args.models)}))
@@ -461,9 +528,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[bench] {note}", flush=True)
             args.models = Path(tmp) / "models"
             run_phase("export", args)
-        results: dict[str, Any] = {}
+        results: dict[str, Any] = {"load_average": " ".join(f"{v:.2f}" for v in os.getloadavg())}
         results.update(run_phase("torch", args))
         results.update(run_phase("engine", args))
+        results.update(run_phase("engine-simple", args))
         server = Server(args.models, {})
         try:
             url = server.wait_ready()

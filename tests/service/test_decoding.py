@@ -29,6 +29,7 @@ from service.package import load_package
 from service.settings import Settings
 
 from .conftest import Packages
+from .live import ROOT
 
 # Greedy and sampled streams, stop strings, lengths from 0 to 70 characters.
 JOBS = [
@@ -238,3 +239,18 @@ def test_a_package_without_incremental_graphs_is_served_the_simple_way(tmp_path,
         assert_same_completion(served.generation.complete("abc", params), incremental.complete("abc", params), "old package")
     finally:
         engine.stop()
+
+
+def test_the_shipped_character_model_decodes_incrementally():
+    """models/chars (as `make models` exports it) carries the incremental graphs, and they
+    stream the same predictions as its step.onnx."""
+    package = load_package(ROOT / "models" / "chars")
+    assert package.incremental is not None and package.incremental["step"] == "step_incremental"
+    ids = np.array([package.vocab.index(c) for c in "def main():\n    return 0\n"], dtype=np.int64)
+    simple_state, staircase = None, None
+    for token in ids:
+        simple, simple_state = package.run_step(token[None], simple_state)
+        logits, staircase = package.run_step_incremental(token[None], staircase)
+        np.testing.assert_allclose(logits, simple, atol=1e-4 * max(1.0, float(np.abs(simple).max())))
+    for name, value in simple_state.items():
+        np.testing.assert_allclose(staircase[name], value, atol=1e-4)
