@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,26 @@ class _Parser(argparse.ArgumentParser):
 
 class _UsageError(Exception):
     pass
+
+
+def _parse(
+    parser: argparse.ArgumentParser, argv: list[str], check: Callable[[argparse.Namespace], None] | None = None
+) -> argparse.Namespace | int:
+    """Parse ``argv`` and run ``check(args)`` (which may call ``parser.error``).
+
+    Returns the arguments, or the exit code to return instead: 2 with the usage message on
+    stderr for bad arguments, 0 after ``--help``.
+    """
+    try:
+        args = parser.parse_args(argv)
+        if check is not None:
+            check(args)
+    except _UsageError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    return args
 
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
@@ -113,15 +134,14 @@ def train_main(argv: list[str]) -> int:
     argv = list(argv)
     resuming = "--resume" in argv or any(a.startswith("--resume=") for a in argv)
     parser = resume_parser() if resuming else train_parser()
-    try:
-        args = parser.parse_args(argv)
+
+    def check(args: argparse.Namespace) -> None:
         if not resuming and args.task is None:
             parser.error(f"expected a task: one of {', '.join(TASK_NAMES)} (or --resume RUN)")
-    except _UsageError as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except SystemExit as exc:  # --help
-        return int(exc.code or 0)
+
+    args = _parse(parser, argv, check)
+    if isinstance(args, int):
+        return args
 
     from .distributed import setup, teardown
     from .trainer import Trainer, resume_config
@@ -190,15 +210,14 @@ def eval_main(argv: list[str]) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--limit", type=int, default=None, help="only the first N examples (LM: symbols)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
-    try:
-        args = parser.parse_args(argv)
+
+    def check(args: argparse.Namespace) -> None:
         if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
             parser.error("--batch-size and --limit: expected positive integers")
-    except _UsageError as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except SystemExit as exc:
-        return int(exc.code or 0)
+
+    args = _parse(parser, argv, check)
+    if isinstance(args, int):
+        return args
     from .distributed import resolve_device
 
     try:
@@ -225,15 +244,14 @@ def viz_main(argv: list[str]) -> int:
     parser.add_argument("--split", choices=["test", "valid", "train"], default="test")
     parser.add_argument("--index", type=int, default=0, help="which example (LM: which segment)")
     parser.add_argument("--data", default=None, help="the task's data path, if it moved since training")
-    try:
-        args = parser.parse_args(argv)
+
+    def check(args: argparse.Namespace) -> None:
         if args.index < 0:
             parser.error(f"--index: expected a non-negative integer, got {args.index}")
-    except _UsageError as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except SystemExit as exc:
-        return int(exc.code or 0)
+
+    args = _parse(parser, argv, check)
+    if isinstance(args, int):
+        return args
     from .viz import draw_memory
 
     try:
