@@ -181,7 +181,10 @@ class Trainer:
     # ------------------------------------------------------------ set-up
     def _start(self, resume: bool) -> None:
         existing = [n for n in (runlog.LAST, runlog.BEST) if (self.run_dir / n).exists()]
-        if not resume and (existing or (self.run_dir / runlog.CONFIG).exists()):
+        taken = not resume and bool(existing or (self.run_dir / runlog.CONFIG).exists())
+        # Every process looks before the main one writes: the collective is the fence, and all
+        # of them agree on the answer (otherwise one would see the other's fresh config.json).
+        if self.ctx.any(taken):
             raise RunExistsError(
                 f"{self.run_dir} already holds a run ({', '.join(existing) or runlog.CONFIG}); pass --resume "
                 "to continue it, or choose another output directory"

@@ -44,3 +44,43 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, word_file)
         if "symbols" in a:
             assert b["symbols"] == a["symbols"]
     assert not list((tmp_path / "two").glob("*.tmp"))  # one writer: no stray temporaries
+
+
+def _late_rank(rank: int, port: int, argv: list[str], codes) -> None:
+    """One process of a 2-process group started by hand; rank 1 looks at the run directory a second late."""
+    import time
+
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    from training.cli import main
+    from training.trainer import Trainer
+
+    if rank == 1:  # after the group has formed, before the run directory is looked at
+        start = Trainer._start
+
+        def late_start(self, resume):
+            time.sleep(1.0)
+            return start(self, resume)
+
+        Trainer._start = late_start
+
+    codes[rank] = main(argv)
+
+
+@pytest.mark.slow
+def test_a_late_process_does_not_mistake_the_fresh_run_for_an_old_one(tmp_path, word_file):
+    """Rank 0 writes config.json; a rank that looks after that must not call the run taken."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = ["train", "chars", "--data", str(word_file), "--bptt", "10", "--depth", "2", "--channels", "8",
+            "--batch-size", "4", "--max-steps", "2", "--eval-every", "2", "--eval-limit", "100",
+            "--threads", "1", "--device", "cpu", "--out", str(tmp_path / "run")]
+    codes = mp.get_context("spawn").Manager().dict()
+    mp.spawn(_late_rank, args=(port, argv, codes), nprocs=2, join=True)
+    assert dict(codes) == {0: 0, 1: 0}
+    assert load_checkpoint(tmp_path / "run" / runlog.LAST).trainer["state"]["step"] == 2
