@@ -51,18 +51,27 @@ class Metrics(Observer):
             "tlstm_batch_size", "rows per graph call", ["model", "kind"], buckets=BATCH_BUCKETS, registry=r,
         )
         self.classified = Counter("tlstm_classified_inputs", "sequences classified", ["model"], registry=r)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once: the engine reports on every tick."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     # ------------------------------------------------------------------ engine hooks
     def batch(self, model: str, kind: str, size: int) -> None:
-        self.batch_size.labels(model, kind).observe(size)
+        self._child(self.batch_size, model, kind).observe(size)
         if kind == "classification":
-            self.classified.labels(model).inc(size)
+            self._child(self.classified, model).inc(size)
 
     def first_token(self, model: str, seconds: float) -> None:
-        self.first_char.labels(model).observe(seconds)
+        self._child(self.first_char, model).observe(seconds)
 
     def tokens(self, model: str, count: int) -> None:
-        self.chars.labels(model).inc(count)
+        self._child(self.chars, model).inc(count)
 
     def stream_end(self, model: str, chars: int, seconds: float, reason: str) -> None:
         self.streams.labels(model, reason).inc()

@@ -44,6 +44,12 @@ class Settings(BaseSettings):
         description="how language models generate: 'incremental' (exact incremental decoding, about one step "
         "of work per character, where the package has it) or 'simple' (step.onnx: L steps per character)",
     )
+    stream_interval_ms: float = Field(
+        10.0, ge=0, le=1000,
+        description="shortest time between two hand-overs of generated characters to the HTTP layer; the "
+        "characters made meanwhile go out together (0: after every step). The first characters of an idle "
+        "service are not delayed",
+    )
     log_level: str = Field("info", description="log level of the service and uvicorn")
 
     # ------------------------------------------------------------------ access
@@ -96,7 +102,7 @@ class Settings(BaseSettings):
         """The request limits, as shown by ``GET /info``."""
         names = (
             "max_prompt_chars", "max_new_chars", "max_prompts", "max_streams", "max_queued",
-            "max_inputs", "max_batch", "max_wait_ms", "max_body_bytes", "request_timeout_s",
+            "max_inputs", "max_batch", "max_wait_ms", "stream_interval_ms", "max_body_bytes", "request_timeout_s",
             "max_sessions", "session_idle_s", "shutdown_grace_s",
         )
         return {name: getattr(self, name) for name in names}
