@@ -67,7 +67,11 @@ class Settings(BaseSettings):
     max_queued: int = Field(1024, ge=1, description="queued classification inputs per model; beyond: 429")
     max_inputs: int = Field(256, ge=1, description="most sequences in one classify request")
     max_batch: int = Field(64, ge=1, description="largest classification micro-batch")
-    max_wait_ms: float = Field(1.0, ge=0, description="longest a classification waits for its batch to fill")
+    max_wait_ms: float = Field(
+        0.0, ge=0,
+        description="longest a classification waits for others to share its batch; 0 runs at once with what is "
+        "queued (under load, the inputs that arrive while one batch runs form the next)",
+    )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="largest request body; beyond: 413")
     request_timeout_s: float = Field(60.0, gt=0, description="longest one request (or stream) may run")
     max_sessions: int = Field(64, ge=1, description="concurrent WebSocket prediction sessions; beyond: refused")

@@ -48,7 +48,7 @@ class EngineConfig:
     max_streams: int = 64
     max_queued: int = 1024
     max_batch: int = 64
-    max_wait_s: float = 0.001
+    max_wait_s: float = 0.0
     max_sessions: int = 64
     decode: str = "incremental"
 

@@ -38,7 +38,7 @@ def make_engine(packages: Packages, observer: Observer | None = None, **limits) 
 @pytest.fixture(scope="module")
 def observed(packages: Packages) -> Iterator[tuple[Engine, BatchSizes]]:
     sizes = BatchSizes()
-    engine = make_engine(packages, sizes)
+    engine = make_engine(packages, sizes, max_wait_s=0.02)  # concurrent inputs surely share batches
     yield engine, sizes
     engine.stop()
 
@@ -190,6 +190,34 @@ def test_stream_limit_is_enforced_and_released(packages: Packages):
 # ---------------------------------------------------------------------- classification
 def random_features(rng: np.random.Generator, count: int) -> list[np.ndarray]:
     return [rng.standard_normal((int(n), 4)).astype(np.float32) for n in rng.integers(1, 13, count)]
+
+
+def test_the_default_runs_a_lone_input_at_once_and_batches_under_load(packages: Packages):
+    sizes = BatchSizes()
+    engine = make_engine(packages, sizes)  # max_wait 0, the default
+    waiting = make_engine(packages, max_wait_s=0.5)
+    try:
+        x = random_features(np.random.default_rng(1), 1)[0]
+        for subject, lower, upper in ((engine, 0.0, 0.25), (waiting, 0.5, 5.0)):
+            batcher = subject.model("digits").classifier
+            started = time.perf_counter()
+            batcher.submit([x]).result(10)
+            assert lower <= time.perf_counter() - started < upper
+        batcher = engine.model("digits").classifier
+        sizes.sizes["classification"].clear()
+        barrier = threading.Barrier(32)
+
+        def client(x):
+            barrier.wait()
+            return [batcher.submit([x]).result(10)[0] for _ in range(5)]
+
+        with ThreadPoolExecutor(32) as pool:
+            list(pool.map(client, random_features(np.random.default_rng(2), 32)))
+        assert sum(sizes.sizes["classification"]) == 160
+        assert max(sizes.sizes["classification"]) > 1, "inputs that queued while a batch ran did not share the next"
+    finally:
+        engine.stop()
+        waiting.stop()
 
 
 def test_micro_batches_equal_inputs_classified_alone_and_pytorch(observed, packages: Packages):
