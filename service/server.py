@@ -114,6 +114,10 @@ def serve(settings: Settings) -> int:
         timeout_graceful_shutdown=max(1, int(min(5.0, 0.3 * settings.shutdown_grace_s))),
         ws_max_size=settings.max_body_bytes,
     )
+    # The generation thread leaves ONNX Runtime after every step and needs the GIL for a few
+    # microseconds; with Python's default 5 ms switch interval the event loop, writing many
+    # streams, can keep it waiting that long on every step.
+    sys.setswitchinterval(settings.switch_interval_ms / 1000)
     server = DrainingServer(config, settings.shutdown_grace_s)
     server.run()
     return 0 if server.started else 1

@@ -50,6 +50,11 @@ class Settings(BaseSettings):
         "characters made meanwhile go out together (0: after every step). The first characters of an idle "
         "service are not delayed",
     )
+    switch_interval_ms: float = Field(
+        0.1, gt=0, le=100,
+        description="Python's thread switch interval in the server process (sys.setswitchinterval): how long "
+        "the generation thread may wait for the event loop to hand over the GIL (Python's default is 5)",
+    )
     log_level: str = Field("info", description="log level of the service and uvicorn")
 
     # ------------------------------------------------------------------ access

@@ -43,6 +43,23 @@ def test_defaults_follow_the_documented_contract():
     assert (str(settings.models_dir), settings.host, settings.port) == ("models", "127.0.0.1", 8000)
     assert settings.providers == ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert (settings.require_gpu, settings.intra_op_threads, settings.api_keys, settings.shutdown_grace_s) == (False, 1, [], 10.0)
+    assert (settings.max_wait_ms, settings.stream_interval_ms, settings.switch_interval_ms) == (0.0, 10.0, 0.1)
+
+
+def test_the_server_process_uses_the_configured_switch_interval(packages, monkeypatch):
+    seen = []
+
+    def run(self):  # instead of serving: what the process looks like when uvicorn would start
+        seen.append(sys.getswitchinterval())
+
+    monkeypatch.setattr(server.DrainingServer, "run", run)
+    monkeypatch.setenv("TLSTM_SWITCH_INTERVAL_MS", "0.25")
+    before = sys.getswitchinterval()
+    try:
+        server.main(["--models", str(packages.root)])
+    finally:
+        sys.setswitchinterval(before)
+    assert seen == [pytest.approx(0.00025)]
 
 
 def test_invalid_settings_end_the_command_with_a_message(monkeypatch, capsys):
