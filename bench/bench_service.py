@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-STREAM_CHARS = {1: 2000, 8: 600, 32: 300}  # per stream, at scale 1
+STREAM_CHARS = {1: 2000, 8: 2000, 32: 2000}  # per stream, at scale 1: long enough that start-up is a small part
 TARGETS: dict[str, float | None] = {
     "engine_vs_torch": 3.0,
     "engine_simple_vs_torch": None,  # informative: the same engine on the simple path
@@ -290,28 +290,61 @@ def digits_input(models: dict[str, Any]) -> list[Any]:
     return rng.integers(0, info["size"], info["max_length"]).tolist()
 
 
-async def _classify_client(client: Any, x: list[Any], count: int, latencies: list[float]) -> None:
+class KeepAlive:
+    """One keep-alive HTTP/1.1 connection for the classification load: a few lines of asyncio
+    instead of a full client library, so the load generator (on the same cores as the server)
+    spends little CPU per request. Answers are read in full and parsed as JSON."""
+
+    def __init__(self, url: str) -> None:
+        host, _, port = url.removeprefix("http://").partition(":")
+        self.host, self.port = host, int(port)
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes) -> Any:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                          % (path.encode(), self.host.encode(), len(body)) + body)
+        head = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        status = int(head[0].split()[1])
+        length = next(int(line.split(":", 1)[1]) for line in head if line.lower().startswith("content-length:"))
+        payload = json.loads(await self.reader.readexactly(length))
+        if status != 200:
+            raise RuntimeError(f"HTTP {status}: {payload}")
+        return payload
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def _keepalive_client(connection: KeepAlive, body: bytes, count: int, latencies: list[float]) -> None:
     for _ in range(count):
         started = time.perf_counter()
-        response = await client.post("/v1/classify", json={"model": "digits", "inputs": [x]})
-        response.raise_for_status()
+        answer = await connection.post("/v1/classify", body)
+        if len(answer["data"]) != 1:
+            raise RuntimeError(f"expected one classification, got {answer}")
         latencies.append(time.perf_counter() - started)
 
 
 async def _classify_load(args: argparse.Namespace) -> dict[str, Any]:
-    """``args.clients`` concurrent clients from ``args.start_at`` (epoch seconds) on."""
-    import httpx
-
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    async with httpx.AsyncClient(base_url=args.url, timeout=600, limits=limits) as client:
-        x = digits_input({m["id"]: m for m in (await client.get("/v1/models")).json()["data"]})
-        await _classify_client(client, x, 5, [])  # connections and warm-up
+    """``args.clients`` concurrent clients (one connection each) from ``args.start_at`` (epoch seconds) on."""
+    models = json.loads((args.models / "digits" / "manifest.json").read_text())
+    body = json.dumps({"model": "digits", "inputs": [digits_input({"digits": models})]}).encode()
+    connections = [KeepAlive(args.url) for _ in range(args.clients)]
+    try:
+        await asyncio.gather(*(_keepalive_client(c, body, 3, []) for c in connections))  # connect and warm up
         await asyncio.sleep(max(0.0, args.start_at - time.time()))
         latencies: list[float] = []
         started = time.time()
         per_client = int(40 * args.scale)
-        await asyncio.gather(*(_classify_client(client, x, per_client, latencies) for _ in range(args.clients)))
+        await asyncio.gather(*(_keepalive_client(c, body, per_client, latencies) for c in connections))
         return {"requests": len(latencies), "started": started, "ended": time.time(), "latencies": latencies}
+    finally:
+        for connection in connections:
+            connection.close()
 
 
 def phase_classify_load(args: argparse.Namespace) -> dict[str, Any]:
@@ -349,10 +382,13 @@ async def _http(args: argparse.Namespace, url: str) -> dict[str, Any]:
     results: dict[str, Any] = {}
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
         x = digits_input({m["id"]: m for m in (await client.get("/v1/models")).json()["data"]})
+        body = json.dumps({"model": "digits", "inputs": [x]}).encode()
+        connection = KeepAlive(url)
         single: list[float] = []
-        await _classify_client(client, x, 10, [])  # warm-up
+        await _keepalive_client(connection, body, 10, [])  # warm-up
         started = time.perf_counter()
-        await _classify_client(client, x, int(200 * args.scale), single)
+        await _keepalive_client(connection, body, int(200 * args.scale), single)
+        connection.close()
         results["http_classify_one_client_per_s"] = len(single) / (time.perf_counter() - started)
         results["http_classify_one_client_p50_ms"] = 1000 * percentile(single, 50)
 

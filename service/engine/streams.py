@@ -33,11 +33,13 @@ class StreamUpdate:
             back and release several at once).
         finish_reason: "stop" or "length" when the stream ended normally, else None.
         error: set when the stream was ended by the service (shutdown, internal failure).
+        first: this tick sampled the stream's first character (what a client waits for most).
     """
 
     tokens: list[Token] = field(default_factory=list)
     finish_reason: str | None = None
     error: EngineError | None = None
+    first: bool = False
 
     @property
     def final(self) -> bool:
@@ -104,11 +106,12 @@ class GenerationStream:
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
         released = self.stops.push(token)
+        first = self.generated == 1
         if self.stops.stopped:
-            return self._end(StreamUpdate(released, finish_reason="stop"))
+            return self._end(StreamUpdate(released, finish_reason="stop", first=first))
         if self.generated >= params.max_new:
-            return self._end(StreamUpdate(released + self.stops.flush(), finish_reason="length"))
-        return StreamUpdate(released)
+            return self._end(StreamUpdate(released + self.stops.flush(), finish_reason="length", first=first))
+        return StreamUpdate(released, first=first)
 
     def abort(self, error: EngineError) -> StreamUpdate:
         """End the stream because of the service (scheduler thread only)."""

@@ -90,3 +90,37 @@ def test_an_idle_loop_is_woken_at_once():
         return time.monotonic() - sent
 
     assert asyncio.run(main()) < 5.0  # the interval is 10 s and was not waited for
+
+
+def test_first_characters_and_stream_ends_are_not_held_back():
+    async def main() -> Recorder:
+        dispatch = LoopDispatch(asyncio.get_running_loop(), 10.0)
+        recorder = Recorder(dispatch)
+        stream = recorder.stream
+        dispatch([(stream, StreamUpdate(["a"]))])  # idle: at once
+        await _until(lambda: recorder.tokens == ["a"], timeout=5.0)
+        dispatch([(stream, StreamUpdate(["b"]))])  # held: the last delivery was just now
+        await asyncio.sleep(0.05)
+        assert recorder.tokens == ["a"]
+        dispatch([(stream, StreamUpdate(["c"], first=True))])  # another stream's first character
+        await _until(lambda: recorder.tokens == ["a", "b", "c"], timeout=5.0)
+        dispatch([(stream, StreamUpdate(["d"]))])
+        dispatch([(stream, StreamUpdate(["e"], finish_reason="length"))])  # a stream ends
+        await _until(lambda: recorder.tokens == ["a", "b", "c", "d", "e"], timeout=5.0)
+        return recorder
+
+    assert len(asyncio.run(main()).wakes) == 3
+
+
+def test_a_stream_marks_the_update_with_its_first_character():
+    import numpy as np
+
+    from service.engine.sampling import SamplingParams
+    from service.engine.streams import GenerationStream
+
+    logits = np.log(np.array([0.1, 0.7, 0.2]))
+    stream = GenerationStream(["x", "y", "z"], SamplingParams(max_new=3, temperature=0), {}, logits, lambda u: None)
+    updates = [stream.advance(logits) for _ in range(3)]
+    assert [u.first for u in updates] == [True, False, False]
+    assert [u.final for u in updates] == [False, False, True]
+    assert "".join(t.text for u in updates for t in u.tokens) == "yyy"
