@@ -117,18 +117,18 @@ class ChunkWriter:
         self.model = model
         self.with_logprobs = with_logprobs
         self.offsets: dict[int, int] = {}
+        # Every chunk of a response starts alike: written once, the per-chunk work is the text
+        # (a chunk is sent for every stream on every delivery, so this is the hot path).
+        self._head = (f'data: {{"id":{_json(self.id)},"object":"text_completion","created":{self.created},'
+                      f'"model":{_json(model)},"choices":[{{"text":')
 
     def chunk(self, index: int, tokens: list[Token], finish_reason: str | None) -> str:
+        """The event of one choice's new characters: exactly ``json.dumps`` of OpenAI's chunk."""
         offset = self.offsets.get(index, 0)
-        self.offsets[index] = offset + sum(len(t.text) for t in tokens)
-        choice = {
-            "text": "".join(t.text for t in tokens),
-            "index": index,
-            "logprobs": logprobs_block(tokens, offset) if self.with_logprobs else None,
-            "finish_reason": finish_reason,
-        }
-        return self._event({"id": self.id, "object": "text_completion", "created": self.created,
-                            "model": self.model, "choices": [choice]})
+        text = "".join([t.text for t in tokens])
+        self.offsets[index] = offset + len(text)
+        logprobs = _json(logprobs_block(tokens, offset)) if self.with_logprobs else "null"
+        return f'{self._head}{_json(text)},"index":{index},"logprobs":{logprobs},"finish_reason":{_json(finish_reason)}}}]}}\n\n'
 
     def usage(self, counts: dict[str, int]) -> str:
         return self._event({"id": self.id, "object": "text_completion", "created": self.created,
@@ -143,4 +143,8 @@ class ChunkWriter:
 
     @staticmethod
     def _event(payload: dict[str, Any]) -> str:
-        return f"data: {json.dumps(payload, ensure_ascii=False, separators=(',', ':'))}\n\n"
+        return f"data: {_json(payload)}\n\n"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
