@@ -47,6 +47,7 @@ TARGETS: dict[str, float | None] = {
     "incremental_vs_simple_32": None,
     "sse_vs_engine": 0.8,
     "http32_vs_engine32": 0.8,
+    "classify_graph_ceiling": None,  # informative: what batching can gain at most, the graph alone
     "classify_batched_vs_unbatched": 8.0,
 }
 
@@ -191,6 +192,12 @@ def phase_engine(args: argparse.Namespace) -> dict[str, Any]:
     for _ in range(single):
         session.run(["logits"], {"x": batch_x, "lengths": lengths})
     results["engine_classify_unbatched_per_s"] = single / (time.perf_counter() - started)
+    batch_x, lengths = np.repeat(x[None], 64, axis=0), np.full(64, spec.max_length, dtype=np.int64)
+    calls = max(5, single // 16)
+    started = time.perf_counter()
+    for _ in range(calls):
+        session.run(["logits"], {"x": batch_x, "lengths": lengths})
+    results["engine_classify_graph_batch64_per_s"] = 64 * calls / (time.perf_counter() - started)
 
     per_client = int(40 * args.scale)
     results["engine_classify_64_clients_per_s"] = _threaded_classify(served.classifier, x, per_client)
@@ -473,6 +480,7 @@ def report(r: dict[str, Any], note: str | None, command: str) -> dict[str, Any]:
         "incremental_vs_simple_32": r["engine_32_streams_chars_per_s"] / r["engine_simple_32_streams_chars_per_s"],
         "sse_vs_engine": r["http_one_stream_chars_per_s"] / r["engine_one_stream_chars_per_s"],
         "http32_vs_engine32": r["http_32_streams_chars_per_s"] / r["engine_32_streams_chars_per_s"],
+        "classify_graph_ceiling": r["engine_classify_graph_batch64_per_s"] / r["engine_classify_unbatched_per_s"],
         "classify_batched_vs_unbatched": r["engine_classify_64_clients_per_s"] / r["engine_unbatched_classify_64_clients_per_s"],
         "http_classify_batched_vs_unbatched": r["http_classify_64_clients_per_s"] / r["http_unbatched_classify_64_clients_per_s"],
     }
@@ -488,6 +496,7 @@ def report(r: dict[str, Any], note: str | None, command: str) -> dict[str, Any]:
         *[(f"{n} streams, time to first char p50 / p99 (ms)", f"{r[f'http_{n}_streams_ttfc_p50_ms']:.1f} / {r[f'http_{n}_streams_ttfc_p99_ms']:.1f}") for n in (1, 8, 32)],
         *[(f"{n} streams, whole request p50 / p99 (ms)", f"{r[f'http_{n}_streams_request_p50_ms']:.0f} / {r[f'http_{n}_streams_request_p99_ms']:.0f}") for n in (8, 32)],
         ("classify, engine, one graph call per input, sequential (/s)", r["engine_classify_unbatched_per_s"]),
+        ("classify, engine, graph calls of 64 inputs, sequential (/s)", r["engine_classify_graph_batch64_per_s"]),
         ("classify, engine, 64 clients unbatched, max_batch=1 (/s)", r["engine_unbatched_classify_64_clients_per_s"]),
         ("classify, engine, 64 clients micro-batched (/s)", r["engine_classify_64_clients_per_s"]),
         ("classify, HTTP, one client (/s)", r["http_classify_one_client_per_s"]),
@@ -516,6 +525,7 @@ def report(r: dict[str, Any], note: str | None, command: str) -> dict[str, Any]:
         "incremental_vs_simple_32": f"engine {r['engine_decoding']} / simple, 32 streams",
         "sse_vs_engine": "SSE over HTTP / engine, one stream",
         "http32_vs_engine32": "32 HTTP streams / engine at 32 streams",
+        "classify_graph_ceiling": "graph at batch 64 / batch 1, per input (ceiling)",
         "classify_batched_vs_unbatched": "64 clients micro-batched / unbatched (engine)",
         "http_classify_batched_vs_unbatched": "64 clients micro-batched / unbatched (HTTP)",
     }
