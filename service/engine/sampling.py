@@ -3,7 +3,10 @@
 Every request owns a :class:`Sampler` with its own ``numpy.random.Generator`` seeded from the
 request, and draws exactly one uniform number per sampled (non-greedy) character. Nothing
 depends on the other rows of a batch, so a seeded request gives the same text alone or among
-many others. All arithmetic on one row is done in float64 on that row alone.
+many others. All arithmetic on one row is done in float64 on that row alone:
+:func:`choose_rows` does the common case (temperature only) for many rows in a few array
+operations, each element-wise or along its own row, so every row gets exactly the numbers
+:meth:`Sampler.choose` would compute for it.
 
 Shapes: ``S`` is the vocabulary size; logits of one position are ``(S,)``.
 """
@@ -11,6 +14,7 @@ Shapes: ``S`` is the vocabulary size; logits of one position are ``(S,)``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,3 +115,42 @@ class Sampler:
         while z[index] == 0.0 and index > 0:  # u landed exactly on the boundary of a cut id
             index -= 1
         return index
+
+
+def choose_rows(samplers: Sequence[Sampler], logits: np.ndarray) -> list[int]:
+    """``[samplers[b].choose(logits[b]) for b in range(B)]``, the same ids, with less overhead.
+
+    Greedy rows take the argmax; rows that only set a temperature are sampled together (the
+    same float64 operations as :meth:`Sampler.choose`, each on its own row, and the same one
+    uniform draw from each row's own generator); rows with top-k or top-p go one by one.
+    logits: (B, S).
+    """
+    ids: list[int] = [0] * len(samplers)
+    plain: list[int] = []
+    for row, sampler in enumerate(samplers):
+        p = sampler.params
+        if p.greedy:
+            ids[row] = int(logits[row].argmax())
+        elif p.top_p < 1.0 or 0 < p.top_k < logits.shape[1]:
+            ids[row] = sampler.choose(logits[row])
+        else:
+            plain.append(row)
+    if len(plain) < 2:  # one row: the plain path has less overhead
+        for row in plain:
+            ids[row] = samplers[row].choose(logits[row])
+        return ids
+    z = np.array(logits[plain], dtype=np.float64)  # (N, S), a copy worked on in place
+    temperatures = np.array([samplers[row].params.temperature for row in plain], dtype=np.float64)
+    z /= temperatures[:, None]  # x / 1.0 == x: rows at temperature 1 are unchanged, as in choose
+    z -= z.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    cumulative = z.cumsum(axis=1)
+    targets = np.array([samplers[row].rng.random() for row in plain]) * cumulative[:, -1]
+    chosen = (cumulative <= targets[:, None]).sum(axis=1)  # searchsorted(side="right") per row
+    size = z.shape[1]
+    for n, row in enumerate(plain):
+        index = min(int(chosen[n]), size - 1)
+        while z[n, index] == 0.0 and index > 0:  # u landed exactly on the boundary of a cut id
+            index -= 1
+        ids[row] = index
+    return ids

@@ -24,6 +24,7 @@ import numpy as np
 
 from .errors import EngineError, Overloaded, ShuttingDown
 from .observer import Observer
+from .sampling import choose_rows
 from .stepper import State, StepFunction, concat_states, take_rows
 from .streams import GenerationStream, StreamUpdate
 
@@ -185,10 +186,12 @@ class GenerationScheduler:
         logits, self._state = self.step_fn.step(x, self._state)  # (B, S)
         self.ticks += 1
         self.observer.batch(self.model, "generation", len(self._active))
-        for row, stream in enumerate(self._active):
-            if not stream.cancelled:
-                updates.append((stream, stream.advance(logits[row])))
-                produced += 1
+        live = [row for row, stream in enumerate(self._active) if not stream.cancelled]
+        ids = choose_rows([self._active[row].sampler for row in live], logits[live])
+        for row, token_id in zip(live, ids, strict=True):
+            stream = self._active[row]
+            updates.append((stream, stream.advance(logits[row], token_id)))
+            produced += 1
         self.observer.tokens(self.model, produced)
         self._drop_finished()
 

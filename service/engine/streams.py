@@ -90,12 +90,15 @@ class GenerationStream:
         """Stop generating; the scheduler drops the stream at its next tick."""
         self.cancelled = True
 
-    def advance(self, logits: np.ndarray) -> StreamUpdate:
-        """Sample the next character from one row of logits (S,) (scheduler thread only)."""
+    def advance(self, logits: np.ndarray, token_id: int | None = None) -> StreamUpdate:
+        """Take the next character: ``token_id`` when the scheduler has already sampled it with
+        this stream's sampler (:func:`~service.engine.sampling.choose_rows`), else sampled here
+        from one row of logits (S,) (scheduler thread only)."""
         params = self.params
         if params.max_new == 0:
             return self._end(StreamUpdate(finish_reason="length"))
-        token_id = self.sampler.choose(logits)
+        if token_id is None:
+            token_id = self.sampler.choose(logits)
         token = Token(token_id, self.vocab[token_id])
         if params.logprobs is not None:
             logprobs = log_softmax(logits)

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from service.engine.errors import InvalidRequest
-from service.engine.sampling import Sampler, SamplingParams, log_softmax, top_alternatives
+from service.engine.sampling import (
+    Sampler,
+    SamplingParams,
+    choose_rows,
+    log_softmax,
+    top_alternatives,
+)
 
 LOGITS = np.array([2.0, 1.0, 0.5, -1.0, 3.0, 0.0], dtype=np.float32)
 
@@ -99,3 +105,20 @@ def test_invalid_parameters_name_the_field(field, value, param, message):
         SamplingParams(**{field: value})
     assert info.value.param == param
     assert info.value.message == message
+
+
+@pytest.mark.parametrize("size", [2, 7, 8, 96, 101])
+def test_rows_sampled_together_equal_each_row_alone(size):
+    """choose_rows gives every row the id its own sampler's choose gives, draw for draw."""
+    rng = np.random.default_rng(size)
+    params = [
+        SamplingParams(temperature=t, top_k=k, top_p=p, seed=int(rng.integers(0, 10_000)))
+        for t in (0.0, 0.3, 1.0, 1.7) for k in (0, 3) for p in (1.0, 0.8)
+    ] * 3
+    alone, together = [Sampler(p) for p in params], [Sampler(p) for p in params]
+    for _ in range(20):
+        logits = (rng.standard_normal((len(params), size)) * rng.choice([0.1, 3.0, 30.0])).astype(np.float32)
+        expected = [s.choose(logits[row]) for row, s in enumerate(alone)]
+        assert choose_rows(together, logits) == expected
+    for a, b in zip(alone, together, strict=True):  # the generators stand at the same place
+        assert a.rng.random() == b.rng.random()
