@@ -17,6 +17,8 @@ process than the server. Figures:
   and micro-batched, engine alone and over HTTP;
 * p50/p99 latencies: time to first character, whole requests.
 
+Every generation figure is the median of three runs; every stream generates 2,000 characters.
+
     python bench/bench_service.py                  # the defaults below
     python bench/bench_service.py --quick          # shorter runs
 """
@@ -29,6 +31,7 @@ import json
 import os
 import re
 import signal
+import statistics
 import string
 import subprocess
 import sys
@@ -39,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+REPEATS = 3  # generation figures are the median of this many runs
 STREAM_CHARS = {1: 2000, 8: 2000, 32: 2000}  # per stream, at scale 1: long enough that start-up is a small part
 TARGETS: dict[str, float | None] = {
     "engine_vs_torch": 3.0,
@@ -53,6 +57,11 @@ TARGETS: dict[str, float | None] = {
 
 
 # ---------------------------------------------------------------------- helpers
+def median_of(measure: Any, repeats: int = REPEATS) -> float:
+    """The median of ``repeats`` runs of ``measure()`` (these machines are noisy)."""
+    return statistics.median(measure() for _ in range(repeats))
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -147,7 +156,6 @@ def phase_engine(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
 
     from service.engine.engine import Engine, EngineConfig
-    from service.engine.sampling import SamplingParams
 
     engine = Engine(EngineConfig(providers=("CPUExecutionProvider",), warmup_runs=3, max_streams=64, max_batch=64))
     engine.load(args.models)
@@ -157,28 +165,13 @@ def phase_engine(args: argparse.Namespace) -> dict[str, Any]:
     prompt = prompt_for(generation.vocab)
 
     count = int(2000 * args.scale)
-    started = time.perf_counter()
-    generation.complete(prompt, SamplingParams(max_new=count, seed=0))
-    results["engine_one_stream_chars_per_s"] = count / (time.perf_counter() - started)
+    results["engine_one_stream_chars_per_s"] = median_of(lambda: _threaded_streams(generation, prompt, 1, count))
 
     for streams in (1, 8, 32):
         per_stream = int(STREAM_CHARS[streams] * args.scale)
-        barrier = threading.Barrier(streams + 1)
-        done: list[float] = []
-
-        def one(seed: int, per_stream: int = per_stream, barrier: threading.Barrier = barrier, done: list[float] = done) -> None:
-            barrier.wait()
-            generation.complete(prompt, SamplingParams(max_new=per_stream, seed=seed))
-            done.append(time.perf_counter())
-
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(streams)]
-        for t in threads:
-            t.start()
-        barrier.wait()
-        started = time.perf_counter()
-        for t in threads:
-            t.join()
-        results[f"engine_{streams}_streams_chars_per_s"] = streams * per_stream / (max(done) - started)
+        results[f"engine_{streams}_streams_chars_per_s"] = median_of(
+            lambda streams=streams, per_stream=per_stream: _threaded_streams(generation, prompt, streams, per_stream)
+        )
 
     served = engine.model("digits")
     spec = served.spec
@@ -213,19 +206,26 @@ def phase_engine(args: argparse.Namespace) -> dict[str, Any]:
 def phase_engine_simple(args: argparse.Namespace) -> dict[str, Any]:
     """The engine with ``decode="simple"`` (step.onnx): one stream and 32 concurrent streams."""
     from service.engine.engine import Engine, EngineConfig
-    from service.engine.sampling import SamplingParams
 
     engine = Engine(EngineConfig(providers=("CPUExecutionProvider",), warmup_runs=3, max_streams=64, decode="simple"))
     engine.load(args.models)
     engine.warm_up()
     generation = engine.model("chars").generation
     prompt = prompt_for(generation.vocab)
-    count = int(2000 * args.scale)
-    started = time.perf_counter()
-    generation.complete(prompt, SamplingParams(max_new=count, seed=0))
-    results = {"engine_simple_one_stream_chars_per_s": count / (time.perf_counter() - started)}
-    per_stream = int(STREAM_CHARS[32] * args.scale)
-    barrier = threading.Barrier(33)
+    count, per_stream = int(2000 * args.scale), int(STREAM_CHARS[32] * args.scale)
+    results = {
+        "engine_simple_one_stream_chars_per_s": median_of(lambda: _threaded_streams(generation, prompt, 1, count)),
+        "engine_simple_32_streams_chars_per_s": median_of(lambda: _threaded_streams(generation, prompt, 32, per_stream)),
+    }
+    engine.stop()
+    return results
+
+
+def _threaded_streams(generation: Any, prompt: str, streams: int, per_stream: int) -> float:
+    """Aggregate characters/s of ``streams`` threads, each generating one completion."""
+    from service.engine.sampling import SamplingParams
+
+    barrier = threading.Barrier(streams + 1)
     done: list[float] = []
 
     def one(seed: int) -> None:
@@ -233,16 +233,14 @@ def phase_engine_simple(args: argparse.Namespace) -> dict[str, Any]:
         generation.complete(prompt, SamplingParams(max_new=per_stream, seed=seed))
         done.append(time.perf_counter())
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(32)]
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(streams)]
     for t in threads:
         t.start()
     barrier.wait()
     started = time.perf_counter()
     for t in threads:
         t.join()
-    results["engine_simple_32_streams_chars_per_s"] = 32 * per_stream / (max(done) - started)
-    engine.stop()
-    return results
+    return streams * per_stream / (max(done) - started)
 
 
 def _threaded_classify(batcher: Any, x: Any, per_client: int, clients: int = 64) -> float:
@@ -403,14 +401,20 @@ async def _http(args: argparse.Namespace, url: str) -> dict[str, Any]:
         body = {"model": "chars", "prompt": prompt, "temperature": 1.0}
         await _sse(client, {**body, "max_tokens": 200, "seed": 0})  # warm-up
         count = int(2000 * args.scale)
-        chars, ttfc, total = await _sse(client, {**body, "max_tokens": count, "seed": 0})
-        results["http_one_stream_chars_per_s"] = chars / total
+        rates = []
+        for _ in range(REPEATS):
+            chars, _, total = await _sse(client, {**body, "max_tokens": count, "seed": 0})
+            rates.append(chars / total)
+        results["http_one_stream_chars_per_s"] = statistics.median(rates)
         for streams in (1, 8, 32):
             per_stream = int(STREAM_CHARS[streams] * args.scale)
-            started = time.perf_counter()
-            outcomes = await asyncio.gather(*(_sse(client, {**body, "max_tokens": per_stream, "seed": i}) for i in range(streams)))
-            wall = time.perf_counter() - started
-            results[f"http_{streams}_streams_chars_per_s"] = sum(o[0] for o in outcomes) / wall
+            rates, outcomes = [], []
+            for _ in range(REPEATS):
+                started = time.perf_counter()
+                run = await asyncio.gather(*(_sse(client, {**body, "max_tokens": per_stream, "seed": i}) for i in range(streams)))
+                rates.append(sum(o[0] for o in run) / (time.perf_counter() - started))
+                outcomes.extend(run)
+            results[f"http_{streams}_streams_chars_per_s"] = statistics.median(rates)
             results[f"http_{streams}_streams_ttfc_p50_ms"] = 1000 * percentile([o[1] for o in outcomes], 50)
             results[f"http_{streams}_streams_ttfc_p99_ms"] = 1000 * percentile([o[1] for o in outcomes], 99)
             results[f"http_{streams}_streams_request_p50_ms"] = 1000 * percentile([o[2] for o in outcomes], 50)
