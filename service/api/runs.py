@@ -117,7 +117,10 @@ class CompletionRun:
         for index, update in arrived:
             if index < 0:  # the wake-up of :meth:`client_gone`
                 continue
-            into = merged.setdefault(index, StreamUpdate())
+            into = merged.get(index)
+            if into is None:  # a copy: the tokens of later updates are added to its list
+                merged[index] = StreamUpdate(list(update.tokens), update.finish_reason, update.error)
+                continue
             into.tokens.extend(update.tokens)
             into.finish_reason = update.finish_reason or into.finish_reason
             into.error = update.error or into.error
