@@ -88,6 +88,8 @@ class Sampler:
     def __init__(self, params: SamplingParams) -> None:
         self.params = params
         self.rng = np.random.default_rng(params.seed)
+        self.greedy = params.greedy
+        self.filters = params.top_k > 0 or params.top_p < 1.0  # top-k or top-p: rows go one by one
 
     def choose(self, logits: np.ndarray) -> int:
         """The next id from one position's logits (S,)."""
@@ -128,10 +130,9 @@ def choose_rows(samplers: Sequence[Sampler], logits: np.ndarray) -> list[int]:
     ids: list[int] = [0] * len(samplers)
     plain: list[int] = []
     for row, sampler in enumerate(samplers):
-        p = sampler.params
-        if p.greedy:
+        if sampler.greedy:
             ids[row] = int(logits[row].argmax())
-        elif p.top_p < 1.0 or 0 < p.top_k < logits.shape[1]:
+        elif sampler.filters:
             ids[row] = sampler.choose(logits[row])
         else:
             plain.append(row)
@@ -147,10 +148,12 @@ def choose_rows(samplers: Sequence[Sampler], logits: np.ndarray) -> list[int]:
     cumulative = z.cumsum(axis=1)
     targets = np.array([samplers[row].rng.random() for row in plain]) * cumulative[:, -1]
     chosen = (cumulative <= targets[:, None]).sum(axis=1)  # searchsorted(side="right") per row
-    size = z.shape[1]
-    for n, row in enumerate(plain):
-        index = min(int(chosen[n]), size - 1)
-        while z[n, index] == 0.0 and index > 0:  # u landed exactly on the boundary of a cut id
+    np.minimum(chosen, z.shape[1] - 1, out=chosen)
+    for n in np.flatnonzero(z[np.arange(len(plain)), chosen] == 0.0):  # rare: u on a cut id's boundary
+        index = int(chosen[n])
+        while z[n, index] == 0.0 and index > 0:
             index -= 1
+        chosen[n] = index
+    for row, index in zip(plain, chosen.tolist(), strict=True):
         ids[row] = index
     return ids
