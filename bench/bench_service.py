@@ -221,44 +221,47 @@ def phase_engine_simple(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def _threaded_streams(generation: Any, prompt: str, streams: int, per_stream: int) -> float:
-    """Aggregate characters/s of ``streams`` threads, each generating one completion."""
-    from service.engine.sampling import SamplingParams
+def _together(work: list[Any]) -> float:
+    """Run every callable of ``work`` on its own thread, all released at once by a barrier;
+    returns when they were released (``time.perf_counter()``), after all have finished."""
+    barrier = threading.Barrier(len(work) + 1)
 
-    barrier = threading.Barrier(streams + 1)
-    done: list[float] = []
-
-    def one(seed: int) -> None:
+    def run(job: Any) -> None:
         barrier.wait()
-        generation.complete(prompt, SamplingParams(max_new=per_stream, seed=seed))
-        done.append(time.perf_counter())
+        job()
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(streams)]
+    threads = [threading.Thread(target=run, args=(job,)) for job in work]
     for t in threads:
         t.start()
     barrier.wait()
     started = time.perf_counter()
     for t in threads:
         t.join()
+    return started
+
+
+def _threaded_streams(generation: Any, prompt: str, streams: int, per_stream: int) -> float:
+    """Aggregate characters/s of ``streams`` threads, each generating one completion."""
+    from service.engine.sampling import SamplingParams
+
+    done: list[float] = []
+
+    def one(seed: int) -> None:
+        generation.complete(prompt, SamplingParams(max_new=per_stream, seed=seed))
+        done.append(time.perf_counter())
+
+    started = _together([lambda seed=seed: one(seed) for seed in range(streams)])
     return streams * per_stream / (max(done) - started)
 
 
 def _threaded_classify(batcher: Any, x: Any, per_client: int, clients: int = 64) -> float:
     """Classifications per second of ``clients`` threads, each submitting one input at a time."""
-    barrier = threading.Barrier(clients + 1)
 
     def client() -> None:
-        barrier.wait()
         for _ in range(per_client):
             batcher.submit([x]).result(60)
 
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for t in threads:
-        t.join()
+    started = _together([client] * clients)
     return clients * per_client / (time.perf_counter() - started)
 
 
