@@ -202,16 +202,16 @@ def _flops(config, engine: str) -> float:
 
 def _export(model, engine: str, path: Path) -> tuple[list[str], tuple]:
     """Write one engine's step graph as the package exporter does (dynamo export, then the
-    weight folding of training/onnx_tidy.py); return its state names and batch-1 start state.
+    weight folding of export/tidy.py); return its state names and batch-1 start state.
 
-    The simple path is the package's own ``step`` graph (training/onnx_graphs.py StepGraph:
+    The simple path is the package's own ``step`` graph (export/graphs.py StepGraph:
     the real step, then L-1 flush steps on a copy); the incremental one is IncrementalStep.
     """
     import torch
 
     from model.incremental import IncrementalStep, StaircaseLayout, staircase_from_state
-    from training.onnx_graphs import StepGraph, export_copy
-    from training.onnx_tidy import tidy_graph_file
+    from export.graphs import StepGraph, export_copy
+    from export.tidy import tidy_graph_file
 
     frozen = export_copy(model)
     cfg = frozen.config

@@ -99,7 +99,7 @@ def export_stand_ins(out: Path) -> None:
     from model.variants import build_model
     from training.checkpoint import Checkpoint
     from training.default_models import DEFAULT_MODELS
-    from training.export import export_package
+    from export.exporter import export_package
 
     torch.manual_seed(0)
     vocab = list(string.printable)

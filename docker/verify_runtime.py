@@ -46,7 +46,7 @@ def problems(ort: str, want_torch: bool) -> list[str]:
             found.append(f"expected CUDAExecutionProvider compiled in, got providers {providers}")
     if installed("torch") != want_torch:
         found.append("expected torch installed, it is not" if want_torch else "torch is installed in a serving image")
-    for module in ("service.cli",) + (("training", "model") if want_torch else ()):
+    for module in ("tlstm.cli",) + (("training", "export", "model") if want_torch else ()):
         try:
             importlib.import_module(module)
         except ImportError as exc:

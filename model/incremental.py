@@ -64,6 +64,22 @@ from .incremental_band import (
 Staircase = tuple[Tensor, ...]
 
 
+def why_not_incremental(config: TLSTMConfig) -> str | None:
+    """Why a model cannot decode incrementally, or None when it can.
+
+    The one place that decides it: the staircase layout, the exporter and the manifest's
+    ``decoding`` entry all ask here.
+    """
+    if not config.is_tlstm:
+        return f"the stacked {config.arch} baseline has no output delay: its simple step is one step"
+    if config.delay == 0:
+        return "depth L=1: no output delay, the simple step is one step"
+    if config.norm == "ln":
+        return ("layer normalization pools every location of the tensor, so no lookahead can be kept: "
+                "the simple path (L steps per input) is the exact one")
+    return None
+
+
 @dataclass(frozen=True)
 class StaircaseLayout:
     """Where each level of the staircase starts, and the names and shapes of its tensors.
@@ -82,9 +98,8 @@ class StaircaseLayout:
 
     @classmethod
     def of(cls, config: TLSTMConfig) -> StaircaseLayout:
-        """The layout for a config; see the module docstring for which configs are exact."""
-        exact = config.is_tlstm and config.delay > 0 and config.norm != "ln"
-        if not exact:
+        """The layout for a config; exact unless :func:`why_not_incremental` gives a reason."""
+        if why_not_incremental(config) is not None:
             return cls(config, False, (0,))
         p, r, depth = config.tensor_size, config.step_size, config.depth
         starts = (0,) + tuple(p - 1 - (depth - 1 - j) * r for j in range(1, depth))
@@ -118,7 +133,7 @@ class StaircaseLayout:
         )
 
     def state_specs(self) -> list[dict[str, object]]:
-        """``[{"name", "shape"}]`` for a package manifest's ``state`` list."""
+        """``[{"name", "shape"}]``: each tensor's name and per-sequence shape, in order."""
         return [{"name": n, "shape": list(s)} for n, s in zip(self.state_names, self.state_shapes, strict=True)]
 
     def split(self, staircase: Staircase) -> list[State]:
@@ -371,13 +386,8 @@ class IncrementalStep(nn.Module):
     committed state alone and run the simple path inside. A new sequence starts from
     ``StaircaseFromState`` on the zero state, not from zeros.
 
-    Export with a dynamic batch::
-
-        batch = torch.export.Dim("B")
-        torch.onnx.export(IncrementalStep(model).eval(), (x, tuple(staircase)), path, dynamo=True,
-                          input_names=["x"] + [f"state_{n}_in" for n in layout.state_names],
-                          output_names=["logits"] + [f"state_{n}_out" for n in layout.state_names],
-                          dynamic_shapes=({0: batch}, tuple({0: batch} for _ in layout.state_names)))
+    ``export.graphs.step_incremental_spec`` exports it with a dynamic batch, under the
+    package contract's tensor names (:mod:`tlstm.contract`).
     """
 
     def __init__(self, model: RecurrentModel) -> None:

@@ -1,6 +1,6 @@
 """The FastAPI application: routers, error handlers, middleware and the lifespan.
 
-The lifespan builds the :class:`~service.state.Service` on the server's event loop, loads every
+The lifespan builds the :class:`~service.lifecycle.Service` on the server's event loop, loads every
 package (unless an engine was loaded beforehand, as ``tlstm serve`` does to report start-up
 problems cleanly) and warms up in the background; ``/health/ready`` turns 200 after that.
 
@@ -16,12 +16,12 @@ from importlib import metadata
 
 from fastapi import FastAPI
 
-from .api import classify, completions, health, models, stream
+from .api import classify, completions, health, metrics, models, websocket
 from .api.errors import install_error_handlers
 from .engine.engine import Engine
+from .lifecycle import Service
 from .middleware import BodyLimit, RequestMetrics
 from .settings import Settings, get_settings
-from .state import Service
 
 ENDPOINTS = {
     "/v1/completions", "/v1/models", "/v1/classify", "/v1/stream",
@@ -32,7 +32,7 @@ DESCRIPTION = """Serves exported Tensorized LSTM model packages with ONNX Runtim
 
 Character completion (OpenAI-compatible, with Server-Sent Events), batch classification and
 WebSocket prediction sessions at `WS /v1/stream?model=NAME&top_k=5` (messages `append`,
-`generate`, `cancel`, `reset`; see `service/api/stream.py`). Every error has the shape
+`generate`, `cancel`, `reset`; see docs/architecture.md). Every error has the shape
 `{"error": {"message", "type", "param", "code"}}`."""
 
 
@@ -79,7 +79,7 @@ def create_app(
     )
     app.state.service = None
     install_error_handlers(app)
-    for router in (completions.router, models.router, classify.router, stream.router, health.router):
+    for router in (completions.router, models.router, classify.router, websocket.router, health.router, metrics.router):
         app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(

@@ -24,7 +24,7 @@ A checkpoint is a ``torch.save`` dict:
                                 image shape, scale and pixel permutation of image tasks
     metrics           flat floats: "step", "samples", "valid_<metric>", and in a finished
                       run's best.pt "test_<metric>" and "samples_to_99_<metric>"
-    code_version      service.version.code_version() of the writer
+    code_version      tlstm.version.code_version() of the writer
     trainer           last.pt only: step/optimizer/RNG/carried-state/early-stopping state
                       for --resume (None in best.pt)
 """
@@ -32,7 +32,6 @@ A checkpoint is a ``torch.save`` dict:
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,8 @@ from typing import Any
 import torch
 
 from model import RecurrentModel, TLSTMConfig, build_model
-from service.version import code_version
+from tlstm.files import atomic_write
+from tlstm.version import code_version
 
 FORMAT = "tlstm-checkpoint"
 FORMAT_VERSION = 1
@@ -78,38 +78,9 @@ class Checkpoint:
         }
 
 
-def unwrap(module: torch.nn.Module) -> torch.nn.Module:
-    """The plain module under DistributedDataParallel / torch.compile wrappers."""
-    while True:
-        inner = getattr(module, "module", None)
-        if isinstance(inner, torch.nn.Module):
-            module = inner
-        elif isinstance(getattr(module, "_orig_mod", None), torch.nn.Module):
-            module = module._orig_mod  # type: ignore[assignment]
-        else:
-            return module
-
-
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """torch.save to a temporary file in the same directory, fsync, then rename into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; checkpoints are read by other users too
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """torch.save, written atomically (:func:`tlstm.files.atomic_write`)."""
+    atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike[str]) -> None:

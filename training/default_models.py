@@ -123,7 +123,7 @@ def train_all(names: list[str], runs: Path, jobs: int) -> None:
 
 def export_all(names: list[str], runs: Path, models: Path) -> None:
     for name in names:
-        command = [sys.executable, "-m", "service.cli", "export", str(runs / name), "--out", str(models / name), "--force", "--seed", "0"]
+        command = [sys.executable, "-m", "tlstm.cli", "export", str(runs / name), "--out", str(models / name), "--force", "--seed", "0"]
         print(f"[models] {name}: {' '.join(command[1:])}", flush=True)
         subprocess.run(command, check=True)
 

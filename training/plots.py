@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import tempfile
-from pathlib import Path
 from typing import Any
+
+from tlstm.files import atomic_write
 
 
 def _figure_module():
@@ -19,17 +19,8 @@ def _figure_module():
 
 def save_figure(fig: Any, path: str | os.PathLike[str]) -> None:
     """Save a figure as PNG atomically and close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        os.chmod(tmp, 0o644)
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=100, bbox_inches="tight"))
     finally:
         _figure_module().close(fig)
 

@@ -33,13 +33,13 @@ import torch
 from torch import nn
 
 from model import RecurrentModel, build_model
-from service.version import code_version
+from tlstm.version import code_version
 
 from . import runlog
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import DistContext, setup
-from .progress import Progress
+from tlstm.progress import Progress
 from .tasks import Batch, Task, build_task
 
 TARGET = 0.99  # "training samples seen until 99%" is recorded for accuracy metrics

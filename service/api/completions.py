@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
@@ -14,6 +12,7 @@ from .deps import get_service, require_key, serving_model
 from .errors import from_engine, request_timeout
 from .runs import CompletionRun
 from .schemas import CompletionRequest, CompletionResponse, ErrorResponse
+from .sse import completion_events
 
 router = APIRouter(tags=["completions"])
 
@@ -40,7 +39,7 @@ async def create_completion(body: CompletionRequest, request: Request):
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
-            _events(run, ChunkWriter(served.name, with_logprobs), timeout, include_usage),
+            completion_events(run, ChunkWriter(served.name, with_logprobs), timeout, include_usage),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -71,39 +70,3 @@ async def _watch_disconnect(request: Request, run: CompletionRun) -> None:
     while (await request.receive())["type"] != "http.disconnect":
         pass
     run.client_gone()
-
-
-async def _events(run: CompletionRun, writer: ChunkWriter, timeout: float, include_usage: bool) -> AsyncIterator[str]:
-    """The SSE body: echoed prompts, then the characters as ticks release them, then [DONE].
-
-    Leaving early (client gone, cancelled by the server) cancels every stream of the run.
-    """
-    deadline = time.monotonic() + timeout
-    try:
-        for choice in run.choices:
-            if choice.echo is not None:
-                yield writer.chunk(choice.index, choice.echo, None)
-            if choice.stream is None:
-                yield writer.chunk(choice.index, [], choice.finish_reason)
-        while run.open:
-            try:
-                updates = await run.next_updates(max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                error = request_timeout(timeout)
-                yield writer.error(error.status, error.message, error.code)
-                break
-            failed = None
-            for index, update in updates.items():
-                if update.tokens or update.finish_reason:
-                    yield writer.chunk(index, update.tokens, update.finish_reason)
-                failed = failed or update.error
-            if failed is not None:
-                error = from_engine(failed)
-                yield writer.error(error.status, error.message, error.code)
-                break
-        else:
-            if include_usage:
-                yield writer.usage(usage(run.choices))
-        yield writer.done()
-    finally:
-        run.cancel()

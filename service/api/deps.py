@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from fastapi import Request
 
 from ..engine.engine import ServedModel
-from ..state import Service
+from ..lifecycle import Service
 from .errors import APIError, from_engine, not_ready, shutting_down
 
 

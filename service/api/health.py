@@ -1,15 +1,15 @@
-"""``/health/live``, ``/health/ready``, ``/info`` and ``/metrics``."""
+"""``/health/live``, ``/health/ready`` and ``/info``."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 
-from ..metrics import CONTENT_TYPE
-from ..version import code_version
-from .deps import get_service, require_key_for_health, require_key_for_metrics
+from tlstm.version import code_version
+
+from .deps import get_service, require_key_for_health
 from .errors import error_body
 from .models import model_card
 from .schemas import ErrorResponse, Health, Info
@@ -51,9 +51,3 @@ async def info(request: Request) -> dict[str, Any]:
         "limits": service.settings.limits(),
         "auth": bool(service.settings.api_keys),
     }
-
-
-@router.get("/metrics", response_class=Response, dependencies=[Depends(require_key_for_metrics)],
-            responses={200: {"content": {CONTENT_TYPE: {}}}}, summary="Prometheus metrics")
-async def metrics(request: Request) -> Response:
-    return Response(get_service(request).metrics.render(), media_type=CONTENT_TYPE)

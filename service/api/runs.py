@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 from ..engine.engine import ServedModel
 from ..engine.generation import GenerationEngine, Prefill
+from ..engine.generation_stream import GenerationStream, StreamUpdate
 from ..engine.sampling import SamplingParams
 from ..engine.stops import Token
-from ..engine.streams import GenerationStream, StreamUpdate
 
 
 @dataclass

@@ -21,16 +21,19 @@ from typing import Any
 
 import numpy as np
 
+from service.package import ModelPackage, PackageError, load_package
+from tlstm.contract import MANIFEST_FILE, Manifest
+
 from .classification import ClassificationBatcher
 from .errors import ModelNotFound, ShuttingDown, StartupError
 from .generation import GenerationEngine
+from .graphs import DECODINGS, ClassifyFunction, make_step_function
 from .inputs import InputSpec
 from .observer import Observer
 from .runtime import check_gpu, import_onnxruntime, usable_providers
 from .sampling import SamplingParams
 from .scheduler import Delivery, Dispatch, deliver_inline
 from .sessions import SessionRegistry
-from .stepper import DECODINGS, make_step_function
 
 log = logging.getLogger("tlstm.engine")
 
@@ -87,14 +90,14 @@ class ServedModel:
 
     name: str
     kind: str
-    package: Any
+    package: ModelPackage
     spec: InputSpec
     generation: GenerationEngine | None = None
     classifier: ClassificationBatcher | None = None
     loaded_at: float = field(default_factory=time.time)
 
     @property
-    def manifest(self) -> dict[str, Any]:
+    def manifest(self) -> Manifest:
         return self.package.manifest
 
     @property
@@ -103,11 +106,13 @@ class ServedModel:
 
     @property
     def labels(self) -> list[str] | None:
-        return self.manifest.get("labels")
+        labels = self.manifest.labels
+        return list(labels) if labels is not None else None
 
     @property
     def vocab(self) -> list[str] | None:
-        return self.manifest.get("vocab")
+        vocab = self.manifest.vocab
+        return list(vocab) if vocab is not None else None
 
     @property
     def decoding(self) -> str | None:
@@ -122,21 +127,21 @@ class ServedModel:
         decoding this service uses for it (``"incremental"`` or ``"simple"``).
         """
         manifest = self.manifest
-        config = manifest.get("config") or {}
+        config = manifest.config
         architecture = {k: config.get(k) for k in ("arch", "order", "tensor_size", "kernel_size", "channels", "cell", "norm")}
         if self.decoding is not None:
             architecture["decoding"] = self.decoding
         return {
             "kind": self.kind,
-            "depth": manifest.get("depth"),
+            "depth": manifest.depth,
             "input": {"type": self.spec.type, "size": self.spec.size, "max_length": self.spec.max_length},
             "vocab_size": len(self.vocab) if self.vocab else None,
             "labels": self.labels,
             "providers": self.providers,
             "provider": self.providers[0] if self.providers else None,
             "architecture": architecture,
-            "code_version": manifest.get("code_version"),
-            "created": manifest.get("created"),
+            "code_version": manifest.code_version,
+            "created": manifest.created,
         }
 
 
@@ -173,16 +178,12 @@ class Engine:
         ort = import_onnxruntime()
         self.providers_available = list(ort.get_available_providers())
         providers = usable_providers(self.config.providers)
-        try:
-            from service.package import PackageError, load_package
-        except ImportError as exc:
-            raise StartupError(f"the package loader is not importable: {exc}") from exc
         models_dir = Path(models_dir)
         if not models_dir.is_dir():
             raise StartupError(f"models directory {models_dir} does not exist (set --models or TLSTM_MODELS_DIR)")
         # hidden entries are skipped: an export in progress writes into `.NAME.tmp-*`
         paths = sorted(
-            p for p in models_dir.iterdir() if not p.name.startswith(".") and (p / "manifest.json").is_file()
+            p for p in models_dir.iterdir() if not p.name.startswith(".") and (p / MANIFEST_FILE).is_file()
         )
         if not paths:
             raise StartupError(
@@ -214,7 +215,7 @@ class Engine:
     def _deliver(self, items: Delivery) -> None:
         self._dispatch(items)
 
-    def _serve(self, package: Any) -> ServedModel:
+    def _serve(self, package: ModelPackage) -> ServedModel:
         spec = InputSpec.from_manifest(package.manifest)
         served = ServedModel(name=package.name, kind=package.kind, package=package, spec=spec)
         cfg = self.config
@@ -223,21 +224,16 @@ class Engine:
             if step_fn.decoding == "incremental":
                 log.info("model %s decodes incrementally (step_incremental.onnx)", package.name)
             else:
-                reason = "TLSTM_DECODE=simple" if cfg.decode == "simple" else package.decoding["incremental"].get("reason")
+                reason = "TLSTM_DECODE=simple" if cfg.decode == "simple" else package.manifest.decoding.reason
                 log.info("model %s decodes the simple way (step.onnx): %s", package.name, reason)
             served.generation = GenerationEngine(
-                package.name, package.manifest["vocab"], step_fn,
+                package.name, list(package.manifest.vocab or ()), step_fn,
                 max_streams=cfg.max_streams, dispatch=self._deliver, observer=self.observer,
             )
             served.generation.scheduler.start()
         elif package.kind == "classifier":
-            session = package.sessions["classify"]
-
-            def classify(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-                return session.run(["logits"], {"x": x, "lengths": lengths})[0]
-
             served.classifier = ClassificationBatcher(
-                package.name, classify, spec, max_batch=cfg.max_batch, max_wait_s=cfg.max_wait_s,
+                package.name, ClassifyFunction(package), spec, max_batch=cfg.max_batch, max_wait_s=cfg.max_wait_s,
                 max_queued=cfg.max_queued, observer=self.observer,
             )
             served.classifier.start()

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import EngineError, InvalidRequest
+from .generation_stream import GenerationStream, StreamUpdate
+from .graphs import State, StepFunction
 from .observer import Observer
 from .sampling import SamplingParams, log_softmax, top_alternatives
 from .scheduler import Dispatch, GenerationScheduler, deliver_inline
-from .stepper import State, StepFunction
 from .stops import Token
-from .streams import GenerationStream, StreamUpdate
+from .vocab import Vocabulary
 
 
 @dataclass
@@ -77,12 +78,12 @@ class GenerationEngine:
         observer: Observer | None = None,
     ) -> None:
         self.model = model
-        self.vocab = list(vocab)
+        self.vocabulary = vocab if isinstance(vocab, Vocabulary) else Vocabulary(vocab)
+        self.vocab = list(self.vocabulary.tokens)
         self.step_fn = step_fn
         self.scheduler = GenerationScheduler(
             model, step_fn, max_streams=max_streams, dispatch=dispatch, observer=observer
         )
-        self._ids = {text: i for i, text in enumerate(self.vocab)}
 
     @property
     def vocab_size(self) -> int:
@@ -95,21 +96,18 @@ class GenerationEngine:
         Raises:
             InvalidRequest: naming the first character (and its position) not in the vocabulary.
         """
-        ids = np.empty(len(text), dtype=np.int64)
-        for position, char in enumerate(text):
-            index = self._ids.get(char)
-            if index is None:
-                raise InvalidRequest(
-                    f"{param}: character {char!r} at position {position} is not in the "
-                    f"vocabulary of model {self.model} ({len(self.vocab)} characters: "
-                    f"{''.join(v for v in self.vocab if len(v) == 1)!r})",
-                    param=param,
-                )
-            ids[position] = index
-        return ids
+        def unknown(char: str, position: int) -> InvalidRequest:
+            return InvalidRequest(
+                f"{param}: character {char!r} at position {position} is not in the "
+                f"vocabulary of model {self.model} ({len(self.vocabulary)} characters: "
+                f"{self.vocabulary.characters()!r})",
+                param=param,
+            )
+
+        return self.vocabulary.encode(text, unknown)
 
     def decode(self, ids: Sequence[int]) -> str:
-        return "".join(self.vocab[i] for i in ids)
+        return self.vocabulary.decode(ids)
 
     def prefill(self, ids: np.ndarray, state: State | None = None) -> Prefill:
         """Read a prompt (T,) from ``state`` (a fresh sequence when None). Blocking; thread-safe."""

@@ -14,13 +14,16 @@ step and feature where it helps) and say what is accepted.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from tlstm.contract import Manifest
+
 from .errors import InvalidRequest
+from .vocab import Vocabulary
 
 
 @dataclass(frozen=True)
@@ -30,18 +33,16 @@ class InputSpec:
     type: str
     size: int
     max_length: int
-    vocab: tuple[str, ...] | None = None
+    vocab: Vocabulary | None = None
+
+    def __post_init__(self) -> None:
+        if self.vocab is not None and not isinstance(self.vocab, Vocabulary):
+            object.__setattr__(self, "vocab", Vocabulary(self.vocab))
 
     @classmethod
-    def from_manifest(cls, manifest: Mapping[str, Any]) -> InputSpec:
-        spec = manifest["input"]
-        vocab = manifest.get("vocab")
-        return cls(
-            type=spec["type"],
-            size=int(spec["size"]),
-            max_length=int(spec["max_length"]),
-            vocab=tuple(vocab) if vocab else None,
-        )
+    def from_manifest(cls, manifest: Manifest) -> InputSpec:
+        spec = manifest.input
+        return cls(type=spec.type, size=spec.size, max_length=spec.max_length, vocab=Vocabulary(manifest.vocab) if manifest.vocab else None)
 
     def describe(self) -> str:
         if self.type == "tokens":
@@ -68,16 +69,13 @@ def parse_input(item: Any, index: int, spec: InputSpec) -> np.ndarray:
 
 def _tokens(item: Any, where: str, spec: InputSpec) -> np.ndarray:
     if isinstance(item, str):
-        lookup = {text: i for i, text in enumerate(spec.vocab or ())}
-        ids = np.empty(len(item), dtype=np.int64)
-        for position, char in enumerate(item):
-            if char not in lookup:
-                raise InvalidRequest(
-                    f"{where}: character {char!r} at position {position} is not in the model's vocabulary",
-                    param="inputs",
-                )
-            ids[position] = lookup[char]
-        return ids
+        def unknown(char: str, position: int) -> InvalidRequest:
+            return InvalidRequest(
+                f"{where}: character {char!r} at position {position} is not in the model's vocabulary",
+                param="inputs",
+            )
+
+        return (spec.vocab or Vocabulary(())).encode(item, unknown)
     if isinstance(item, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in item):
         ids = np.asarray(item, dtype=np.int64).reshape(-1)
         bad = np.flatnonzero((ids < 0) | (ids >= spec.size))

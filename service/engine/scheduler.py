@@ -23,10 +23,10 @@ from collections.abc import Callable
 import numpy as np
 
 from .errors import EngineError, Overloaded, ShuttingDown
+from .generation_stream import GenerationStream, StreamUpdate
+from .graphs import State, StepFunction, concat_states, take_rows
 from .observer import Observer
 from .sampling import choose_rows
-from .stepper import State, StepFunction, concat_states, take_rows
-from .streams import GenerationStream, StreamUpdate
 
 log = logging.getLogger("tlstm.engine")
 

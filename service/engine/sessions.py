@@ -19,8 +19,8 @@ import numpy as np
 
 from .errors import InvalidRequest, Overloaded
 from .generation import GenerationEngine, Prefill
+from .graphs import State
 from .sampling import log_softmax, top_alternatives
-from .stepper import State
 
 _ids = itertools.count(1)
 

@@ -90,10 +90,12 @@ def digits_inputs(count: int, models_dir: Path = MODELS) -> tuple[list[Any], np.
 
 def reference_probabilities(batch: np.ndarray, models_dir: Path = MODELS) -> np.ndarray:
     """The digits package's class probabilities computed on the host (ONNX Runtime, CPU)."""
+    from service.engine.graphs import ClassifyFunction
     from service.package import load_package
 
     package = load_package(models_dir / "digits", providers=["CPUExecutionProvider"])
-    logits = np.asarray(package.run_classify(batch, np.full(batch.shape[0], batch.shape[1], dtype=np.int64)))
+    classify = ClassifyFunction(package)
+    logits = np.asarray(classify(np.asarray(batch, np.float32), np.full(batch.shape[0], batch.shape[1], dtype=np.int64)))
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)  # (B, S)
 

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
+from export.exporter import export_package
 from model import RecurrentModel, build_model, variant_config
 from service.package import ModelPackage, load_package
 from training.checkpoint import Checkpoint
-from training.export import export_package
 
 VOCAB = list("abcde")
 LABELS = ["red", "green", "blue"]
@@ -109,7 +109,7 @@ def draw_inputs(rng: np.random.Generator, model: RecurrentModel, batch: int, len
 
 def assert_close(actual: np.ndarray, expected: np.ndarray | torch.Tensor, what: str, tol: float = 1e-4) -> None:
     """max|a - e| <= tol * max(1, max|e|), the export's float32 criterion."""
-    from training.onnx_verify import relative_difference
+    from export.verify import relative_difference
 
     expected = expected.detach().numpy() if isinstance(expected, torch.Tensor) else expected
     diff = relative_difference(np.asarray(actual), expected)

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from service.cli import main as tlstm
+from export.exporter import main, resolve_checkpoint
 from service.package import load_package
+from tlstm.cli import main as tlstm
 from training.checkpoint import save_checkpoint
-from training.export import main, resolve_checkpoint
 
 from .conftest import make_checkpoint
 

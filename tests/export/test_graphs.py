@@ -10,8 +10,10 @@ import onnx
 import pytest
 import torch
 
+from export.tidy import subgraphs
 from model.incremental import StaircaseLayout
-from training.onnx_tidy import subgraphs
+from tlstm.contract import FORMAT_VERSION, GRAPH_STATE, Manifest
+from tests.graph_runs import run_classify, run_prefill, run_step
 
 from .conftest import MAX_LENGTH, VARIANTS, assert_close, draw_inputs
 
@@ -24,7 +26,7 @@ def _stream(package, x: np.ndarray, state=None):
     """step.onnx over x (B, T[, R]) one position at a time: logits (B, T, S) and the state."""
     outputs = []
     for t in range(x.shape[1]):
-        logits, state = package.run_step(x[:, t], state)
+        logits, state = run_step(package, x[:, t], state)
         outputs.append(logits)
     return np.stack(outputs, axis=1), state
 
@@ -48,7 +50,8 @@ def test_export_writes_a_verified_self_describing_package(packages, key):
     assert manifest["kind"] == VARIANTS[key][1]
     assert manifest["config"] == config.to_dict()
     assert manifest["depth"] == config.depth
-    assert manifest["state"] == [{"name": n, "shape": list(config.state_shape)} for n in config.state_names]
+    assert manifest["format_version"] == FORMAT_VERSION
+    assert manifest["state"]["committed"] == [{"name": n, "shape": list(config.state_shape)} for n in config.state_names]
     expected_graphs = {"lm": {"step", "prefill"}, "classifier": {"step", "classify"}}[manifest["kind"]]
     if StaircaseLayout.of(config).exact:  # the model decodes incrementally
         expected_graphs |= {"step_incremental", "staircase"}
@@ -60,12 +63,15 @@ def test_export_writes_a_verified_self_describing_package(packages, key):
         if graph in ("prefill", "classify"):  # the sequence graphs ran beyond the training length
             assert any(f"T={MAX_LENGTH + 3}" in case for case in result["cases"])
     # state names pair up and sort in the same order (staircase: committed in, staircase out)
-    for entry in manifest["graphs"].values():
+    layouts = {k: [e["name"] for e in v] for k, v in manifest["state"].items()}
+    for name, entry in manifest["graphs"].items():
+        reads, returns = GRAPH_STATE[name]
         ins = [t["name"] for t in entry["inputs"] if t["name"].startswith("state_")]
         outs = [t["name"] for t in entry["outputs"] if t["name"].startswith("state_")]
-        assert ins == [f"state_{n}_in" for n in entry["state"]]
-        assert outs == [f"state_{n}_out" for n in entry.get("state_out", entry["state"])]
-    assert manifest["graphs"]["step"]["state"] == list(config.state_names)
+        assert ins == [f"state_{n}_in" for n in layouts.get(reads, [])]
+        assert outs == [f"state_{n}_out" for n in layouts.get(returns, [])]
+    assert layouts["committed"] == list(config.state_names)
+    assert Manifest.from_dict(manifest).to_dict() == manifest  # the contract reads what it wrote
 
 
 @pytest.mark.parametrize("key", sorted(VARIANTS))
@@ -117,7 +123,7 @@ def test_prefill_then_step_equals_step_throughout(packages, key):
     x = draw_inputs(np.random.default_rng(11), exported.model, 2, LONG)
     streamed, streamed_state = _stream(package, x)
     for split in (1, 4, LONG):
-        logits, all_logits, state = package.run_prefill(x[:, :split])
+        logits, all_logits, state = run_prefill(package, x[:, :split])
         assert_close(all_logits, streamed[:, :split], f"{key}: prefill all_logits (T={split})")
         assert_close(logits, streamed[:, split - 1], f"{key}: prefill logits (T={split})")
         if split < LONG:
@@ -134,7 +140,7 @@ def test_classify_mixed_lengths_equals_each_sequence_alone(packages, key):
     rng = np.random.default_rng(5)
     x = draw_inputs(rng, model, 4, LONG)  # everything past a length is padding garbage
     lengths = np.array([LONG, 1, 3, LONG - 2], dtype=np.int64)
-    logits = package.run_classify(x, lengths)
+    logits = run_classify(package, x, lengths)
     for b, length in enumerate(lengths):
         alone = x[b : b + 1, :length]
         with torch.no_grad():

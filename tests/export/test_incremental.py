@@ -5,6 +5,7 @@ model/incremental.py."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -16,10 +17,18 @@ import pytest
 import torch
 from onnx import numpy_helper
 
+from export.exporter import _print_summary
+from export.verify import ExportVerificationError, compare_incremental_stream
 from model.incremental import StaircaseLayout, incremental_step, staircase_from_state
-from service.package import NO_INCREMENTAL, PackageError, load_package
-from training.export import _print_summary
-from training.onnx_verify import ExportVerificationError, compare_incremental_stream
+from service.package import PackageError, load_package
+from tlstm.contract import GRAPH_STATE, NO_INCREMENTAL
+from tests.graph_runs import (
+    initial_state,
+    run_prefill,
+    run_staircase,
+    run_step,
+    run_step_incremental,
+)
 
 from .conftest import MAX_LENGTH, VARIANTS, assert_close, draw_inputs
 
@@ -55,19 +64,17 @@ def test_manifest_names_the_incremental_graphs_state_and_verification(packages, 
     exported = packages.get(key)
     manifest = _manifest(exported.path)
     layout = StaircaseLayout.of(exported.checkpoint.config)
-    simple = {"available": True, "step": "step", "prefill": "prefill" if VARIANTS[key][1] == "lm" else None}
     assert manifest["decoding"] == {
-        "simple": simple,
         "incremental": {
             "available": True, "step": "step_incremental", "staircase": "staircase",
             "prefill": ["prefill", "staircase"] if VARIANTS[key][1] == "lm" else None,
-            "state": layout.state_specs(),
         },
     }
+    assert manifest["state"]["staircase"] == layout.state_specs()  # the one place the layout is listed
     graphs = manifest["graphs"]
-    assert graphs["step_incremental"]["state"] == list(layout.state_names)
-    assert graphs["staircase"]["state"] == list(exported.checkpoint.config.state_names)
-    assert graphs["staircase"]["state_out"] == list(layout.state_names)
+    assert [t["name"] for t in graphs["step_incremental"]["inputs"][1:]] == [f"state_{n}_in" for n in layout.state_names]
+    assert [t["name"] for t in graphs["staircase"]["inputs"]] == [f"state_{n}_in" for n in exported.checkpoint.config.state_names]
+    assert [t["name"] for t in graphs["staircase"]["outputs"]] == [f"state_{n}_out" for n in layout.state_names]
     shapes = {t["name"]: t["shape"] for t in graphs["step_incremental"]["inputs"]}
     for spec in layout.state_specs():
         assert shapes[f"state_{spec['name']}_in"] == ["B", *spec["shape"]]
@@ -90,9 +97,9 @@ def test_models_without_incremental_decoding_say_why(packages, key):
     assert expected in incremental["reason"]
     assert not {"step_incremental", "staircase", "incremental_stream"} & (set(manifest["graphs"]) | set(manifest["verification"]))
     package = exported.load()
-    assert package.incremental is None
-    with pytest.raises(ValueError, match=re.escape(f"package '{key}' does not decode incrementally: ") + f".*{expected}"):
-        package.run_step_incremental(np.zeros(1, dtype=np.int64) if VARIANTS[key][2] == "tokens" else np.zeros((1, 3), np.float32))
+    assert not package.manifest.decoding.incremental
+    with pytest.raises(ValueError, match=re.escape(f"model {key}: no incremental decoding (") + f".*{expected}"):
+        run_step_incremental(package, np.zeros(1, dtype=np.int64) if VARIANTS[key][2] == "tokens" else np.zeros((1, 3), np.float32))
 
 
 def test_export_summary_names_the_stream_check_and_the_decoding(packages, capsys):
@@ -109,14 +116,14 @@ def test_export_summary_names_the_stream_check_and_the_decoding(packages, capsys
 def test_a_fresh_staircase_is_the_staircase_of_the_zero_state(packages, key):
     exported = packages.get(key)
     package, model = exported.load(), exported.model
-    fresh = package.initial_state(2, "step_incremental")
+    fresh = initial_state(package, 2, "step_incremental")
     with torch.no_grad():
         expected = staircase_from_state(model, model.initial_state(2))
     assert list(fresh) == [f"state_{n}_in" for n in StaircaseLayout.of(model.config).state_names]
     for (name, value), want in zip(fresh.items(), expected, strict=True):
         assert_close(value, want, f"{key}: fresh {name}")
     assert any(np.abs(v).max() > 1e-3 for v in fresh.values()), "a fresh staircase is not zero (the biases act)"
-    for name, value in package.initial_state(2, "step").items():  # the committed state of step stays zero
+    for name, value in initial_state(package, 2, "step").items():  # the committed state of step stays zero
         assert not value.any(), name
 
 
@@ -125,8 +132,8 @@ def test_incremental_stream_equals_step_stream_and_pytorch(packages, key):
     exported = packages.get(key)
     package, model = exported.load(), exported.model
     x = draw_inputs(np.random.default_rng(3), model, 3, LONG)
-    simple, simple_state = _stream(package.run_step, x)
-    incremental, staircase = _stream(package.run_step_incremental, x)
+    simple, simple_state = _stream(functools.partial(run_step, package), x)
+    incremental, staircase = _stream(functools.partial(run_step_incremental, package), x)
     assert_close(incremental, simple, f"{key}: incremental vs step.onnx logits")
     with torch.no_grad():
         expected = model(torch.from_numpy(x))  # causal variants: the whole sequence at once
@@ -139,7 +146,7 @@ def test_incremental_stream_equals_step_stream_and_pytorch(packages, key):
     for name, value in simple_state.items():  # level 0 of the staircase is the committed state
         assert_close(staircase[name], value, f"{key}: committed {name}")
     # a row run alone equals the same row in the batch
-    alone, _ = _stream(package.run_step_incremental, x[1:2])
+    alone, _ = _stream(functools.partial(run_step_incremental, package), x[1:2])
     assert_close(alone, incremental[1:2], f"{key}: row 1 alone vs in the batch", tol=1e-6)
 
 
@@ -150,26 +157,12 @@ def test_prompt_then_staircase_then_incremental_steps_equal_step_throughout(pack
     exported = packages.get(key)
     package = exported.load()
     x = draw_inputs(np.random.default_rng(4), exported.model, 2, LONG)
-    simple, _ = _stream(package.run_step, x)
+    simple, _ = _stream(functools.partial(run_step, package), x)
     for split in (1, 5):
-        logits, _, committed = package.run_prefill(x[:, :split])
+        logits, _, committed = run_prefill(package, x[:, :split])
         assert_close(logits, simple[:, split - 1], f"{key}: prefill of {split}")
-        rest, _ = _stream(package.run_step_incremental, x[:, split:], package.run_staircase(committed))
+        rest, _ = _stream(functools.partial(run_step_incremental, package), x[:, split:], run_staircase(package, committed))
         assert_close(rest, simple[:, split:], f"{key}: incremental steps after a prefill of {split}")
-
-
-def test_run_helpers_check_their_inputs(packages):
-    package = packages.get(KEY).load()
-    with pytest.raises(ValueError, match=r"state 'state_h_in': expected shape \(2, 3, 4\), got \(1, 3, 4\)"):
-        package.run_step_incremental(np.array([0, 1]), package.initial_state(1, "step_incremental"))
-    short = package.initial_state(2, "step_incremental")
-    short["state_c_ahead2_in"] = short["state_c_ahead2_in"][:1]
-    with pytest.raises(ValueError, match=r"state 'state_c_ahead2_in': expected shape \(2, 1, 4\), got \(1, 1, 4\)"):
-        package.run_step_incremental(np.array([0, 1]), short)
-    with pytest.raises(ValueError, match=r"state: missing 'state_c_in'"):
-        package.run_staircase({"state_h_in": np.zeros((1, 3, 4), np.float32)})
-    with pytest.raises(ValueError, match=r"token ids must lie in \[0, 5\)"):
-        package.run_step_incremental(np.array([9]))
 
 
 # ---------------------------------------------------------------- old and damaged packages
@@ -179,10 +172,41 @@ def _edit_manifest(path: Path, edit) -> None:
     (path / "manifest.json").write_text(json.dumps(manifest))
 
 
+def as_version_1(manifest: dict) -> None:
+    """Rewrite a manifest in format version 1, which listed the state in three places: the
+    top-level ``state`` (committed), each graph's ``state``/``state_out`` names and
+    ``decoding.incremental.state`` (the staircase); ``decoding.simple`` was written too."""
+    state = manifest.pop("state")
+    names = {which: [e["name"] for e in entries] for which, entries in state.items()}
+    manifest["format_version"] = 1
+    manifest["state"] = state["committed"]
+    for graph, entry in manifest["graphs"].items():
+        reads, returns = GRAPH_STATE[graph]
+        entry["state"] = names.get(reads, [])
+        if returns != reads:
+            entry["state_out"] = names[returns]
+    prefill = "prefill" if "prefill" in manifest["graphs"] else None
+    manifest["decoding"]["simple"] = {"available": True, "step": "step", "prefill": prefill}
+    if manifest["decoding"]["incremental"]["available"]:
+        manifest["decoding"]["incremental"]["state"] = state["staircase"]
+
+
+def test_a_version_1_package_loads_and_decodes_incrementally(packages, tmp_path):
+    path = packages.get(KEY).copy_to(tmp_path)
+    expected, _ = run_step_incremental(packages.get(KEY).load(), np.array([1, 2]))
+    _edit_manifest(path, as_version_1)
+    package = load_package(path)
+    assert package.manifest.format_version == 1 and package.manifest.decoding.incremental
+    assert [t.name for t in package.manifest.staircase_state] == list(StaircaseLayout.of(packages.get(KEY).checkpoint.config).state_names)
+    logits, _ = run_step_incremental(package, np.array([1, 2]))
+    np.testing.assert_array_equal(logits, expected)
+
+
 def test_a_package_from_before_incremental_decoding_still_loads(packages, tmp_path):
     path = packages.get(KEY).copy_to(tmp_path)
 
     def make_old(manifest):
+        as_version_1(manifest)
         for graph in ("step_incremental", "staircase"):
             del manifest["graphs"][graph], manifest["files"][f"{graph}.onnx"], manifest["verification"][graph]
         del manifest["decoding"], manifest["verification"]["incremental_stream"]
@@ -191,12 +215,11 @@ def test_a_package_from_before_incremental_decoding_still_loads(packages, tmp_pa
     for graph in ("step_incremental", "staircase"):
         (path / f"{graph}.onnx").unlink()
     package = load_package(path)
-    assert package.incremental is None and set(package.sessions) == {"step", "prefill"}
-    assert package.decoding == {"simple": {"available": True, "step": "step", "prefill": "prefill"},
-                                "incremental": {"available": False, "reason": NO_INCREMENTAL}}
-    with pytest.raises(ValueError, match="does not decode incrementally: the package predates incremental decoding"):
-        package.run_staircase()
-    logits, _ = package.run_step(np.array([1]))
+    assert not package.manifest.decoding.incremental and set(package.sessions) == {"step", "prefill"}
+    assert package.manifest.decoding.to_dict() == {"incremental": {"available": False, "reason": NO_INCREMENTAL}}
+    with pytest.raises(ValueError, match="no incremental decoding \\(the package predates incremental decoding"):
+        run_staircase(package)
+    logits, _ = run_step(package, np.array([1]))
     assert logits.shape == (1, 5)
 
 
@@ -205,17 +228,42 @@ def test_a_package_from_before_incremental_decoding_still_loads(packages, tmp_pa
     [
         (lambda m: m["decoding"]["incremental"].update(step="nope"),
          "decoding.incremental.step: graph 'nope' is not in the package's graphs"),
-        (lambda m: m["decoding"]["incremental"]["state"].pop(),
-         "decoding.incremental.state names ['h', 'c', 'h_ahead1', 'c_ahead1', 'h_ahead2'] differ from graphs.step_incremental.state"),
-        (lambda m: m["decoding"]["incremental"]["state"][2].update(shape=[3, 4]),
-         "decoding.incremental.state [('state_h_in', [3, 4]), ('state_c_in', [3, 4]), ('state_h_ahead1_in', [3, 4])"),
+        (lambda m: m["state"]["staircase"].pop(),
+         "graph 'step_incremental' has state inputs [('state_h_in', [3, 4]), ('state_c_in', [3, 4]), ('state_h_ahead1_in', [2, 4])"),
+        (lambda m: m["state"]["staircase"][2].update(shape=[3, 4]),
+         "but the package's staircase state is [('state_h_in', [3, 4]), ('state_c_in', [3, 4]), ('state_h_ahead1_in', [3, 4])"),
+        (lambda m: m["state"].pop("staircase"), "state.staircase: expected a list of {name, shape}, got NoneType"),
         (lambda m: m["decoding"]["incremental"].pop("available"), "decoding.incremental: missing key 'available'"),
-        (lambda m: m.update(decoding=["incremental"]), "decoding must be an object, got list"),
+        (lambda m: m.update(decoding=["incremental"]), "key 'decoding' must be dict, got list"),
     ],
 )
 def test_inconsistent_decoding_entries_are_refused(packages, tmp_path, edit, message):
     path = packages.get(KEY).copy_to(tmp_path)
     _edit_manifest(path, edit)
+    with pytest.raises(PackageError) as info:
+        load_package(path)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: m["decoding"]["incremental"]["state"].pop(),
+         "decoding.incremental.state names ['h', 'c', 'h_ahead1', 'c_ahead1', 'h_ahead2'] differ from graphs.step_incremental.state"),
+        (lambda m: m["decoding"]["incremental"]["state"][2].update(shape=[3, 4]),
+         "but the package's staircase state is [('state_h_in', [3, 4]), ('state_c_in', [3, 4]), ('state_h_ahead1_in', [3, 4])"),
+        (lambda m: m["graphs"]["step"].update(state=["h"]), "graph 'step' state ['h'] differs from the committed state ['h', 'c']"),
+        (lambda m: m.update(decoding=["incremental"]), "decoding must be an object, got list"),
+    ],
+)
+def test_version_1_packages_whose_three_state_lists_disagree_are_refused(packages, tmp_path, edit, message):
+    path = packages.get(KEY).copy_to(tmp_path)
+
+    def old_and_edited(manifest):
+        as_version_1(manifest)
+        edit(manifest)
+
+    _edit_manifest(path, old_and_edited)
     with pytest.raises(PackageError) as info:
         load_package(path)
     assert message in str(info.value)
@@ -233,7 +281,7 @@ def test_staircase_graph_that_builds_another_state_is_refused(packages, tmp_path
         manifest["files"]["staircase.onnx"] = theirs["files"]["staircase.onnx"]
 
     _edit_manifest(path, adopt)
-    with pytest.raises(PackageError, match="graph 'staircase' reads .*expected the committed state"):
+    with pytest.raises(PackageError, match="graph 'staircase' has state (inputs|outputs) .*but the package's (committed|staircase) state is"):
         load_package(path)
 
 

@@ -13,6 +13,9 @@ import onnxruntime as ort
 import pytest
 
 from service.package import PackageError, load_package, sha256_file
+from tests.graph_runs import (
+    initial_state,
+)
 
 KEY = "2d-lm-tokens-reference"
 
@@ -43,11 +46,11 @@ def test_sound_package_opens_with_what_the_manifest_says(packages):
     config = exported.checkpoint.config
     assert package.kind == "lm"
     assert package.name == KEY  # the directory name unless --name was given
-    assert package.vocab == exported.checkpoint.task["vocab"]
+    assert list(package.manifest.vocab) == exported.checkpoint.task["vocab"]
     assert package.depth == config.depth
     assert set(package.sessions) == {"step", "prefill", "step_incremental", "staircase"}
     assert package.providers == ["CPUExecutionProvider"]
-    state = package.initial_state(3)
+    state = initial_state(package, 3)
     assert list(state) == ["state_h_in", "state_c_in"]
     for value in state.values():
         assert value.shape == (3, *config.state_shape) and value.dtype == np.float32 and not value.any()
@@ -100,8 +103,8 @@ def test_changed_byte_fails_the_hash(package_copy):
 
 
 def test_unsupported_format_version(package_copy):
-    _edit_manifest(package_copy, lambda m: m.update(format_version=2))
-    _refused(package_copy, "manifest.json", "unsupported format_version 2", "reads version 1")
+    _edit_manifest(package_copy, lambda m: m.update(format_version=3))
+    _refused(package_copy, "manifest.json", "unsupported format_version 3", "reads versions 1, 2")
 
 
 def test_foreign_manifest(package_copy):
@@ -143,18 +146,11 @@ def test_not_a_directory(tmp_path):
     _refused(tmp_path / "nothing-here", "not a model package directory")
 
 
-def test_run_helpers_check_their_inputs(packages):
-    package = packages.get(KEY).load()
-    with pytest.raises(ValueError, match=r"token ids must lie in \[0, 5\), got \[0, 7\]"):
-        package.run_step(np.array([0, 7]))
-    with pytest.raises(ValueError, match="expected integer token ids"):
-        package.run_prefill(np.zeros((1, 3), dtype=np.float32))
-    with pytest.raises(ValueError, match=r"state 'state_h_in': expected shape \(2, 3, 4\), got \(1, 3, 4\)"):
-        package.run_step(np.array([0, 1]), package.initial_state(1))
-    with pytest.raises(ValueError, match="graph 'classify': this package has"):
-        package.run_classify(np.zeros((1, 3), dtype=np.int64))
+def test_loader_checks_its_arguments(packages):
     with pytest.raises(ValueError, match="intra_op_threads: expected an int >= 0"):
         load_package(packages.get(KEY).path, intra_op_threads=-1)
+    with pytest.raises(ValueError, match="providers: expected a list of provider names"):
+        load_package(packages.get(KEY).path, providers="CPUExecutionProvider")
 
 
 def test_loader_runs_without_torch_or_onnx(packages):
@@ -164,10 +160,11 @@ def test_loader_runs_without_torch_or_onnx(packages):
         "import sys\n"
         "sys.modules['torch'] = None; sys.modules['onnx'] = None  # importing either now fails\n"
         "from service.package import load_package\n"
+        "from tests.graph_runs import run_step, run_step_incremental\n"
         f"package = load_package({str(path)!r})\n"
-        "logits, state = package.run_step([1, 2])\n"
+        "logits, state = run_step(package, [1, 2])\n"
         "print(logits.shape, sorted(state))\n"
-        "logits, staircase = package.run_step_incremental([1, 2])\n"
+        "logits, staircase = run_step_incremental(package, [1, 2])\n"
         "print(logits.shape, list(staircase))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)

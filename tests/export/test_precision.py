@@ -9,10 +9,11 @@ import onnx
 import pytest
 import torch
 
+from export.exporter import export_package
+from export.precision import ValidationSet, bits_per_symbol
+from export.tidy import subgraphs
 from service.package import load_package
-from training.export import export_package
-from training.onnx_precision import ValidationSet, bits_per_symbol
-from training.onnx_tidy import subgraphs
+from tests.graph_runs import run_classify, run_prefill
 from training.tasks.digits import DigitsTask
 
 from .conftest import make_checkpoint
@@ -50,7 +51,7 @@ def test_fp16_package_stores_half_weights_and_reports_the_metric_change(tmp_path
     with torch.no_grad():
         float32_bits = bits_per_symbol(model(torch.from_numpy(x)).numpy(), x)
     package = load_package(out)
-    _, all_logits, _ = package.run_prefill(x)
+    _, all_logits, _ = run_prefill(package, x)
     bits = report["metrics"]["bits_per_symbol"]
     assert report["metrics"]["validation"] == "test inputs"
     assert bits["float32"] == pytest.approx(float32_bits, abs=1e-4)
@@ -80,7 +81,7 @@ def test_int8_package_on_the_digits_task_reports_accuracy_on_its_valid_split(tmp
         logits = model.classify(torch.from_numpy(x), torch.full((len(y),), x.shape[1]))
     assert metrics["accuracy"]["float32"] == pytest.approx(float((logits.argmax(-1).numpy() == y).mean()))
     package = load_package(out)
-    reduced = package.run_classify(x)
+    reduced = run_classify(package, x)
     assert metrics["accuracy"]["reduced"] == pytest.approx(float((reduced.argmax(-1) == y).mean()))
     for graph in manifest["graphs"].values():  # the weights really are int8, loops included
         _, onnx_model = _initializers(out / graph["file"])

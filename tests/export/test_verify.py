@@ -8,9 +8,9 @@ import numpy as np
 import onnx
 import pytest
 
-from training.export import export_package, move_into_place
-from training.onnx_graphs import export_copy, prefill_spec, step_spec
-from training.onnx_verify import (
+from export.exporter import export_package, move_into_place
+from export.graphs import export_copy, prefill_spec, step_spec
+from export.verify import (
     ExportVerificationError,
     check_graph_file,
     compare_with_torch,

@@ -37,9 +37,9 @@ class Packages:
 def _export(root: Path, name: str, config: Any, task: dict[str, Any]) -> Any:
     import torch
 
+    from export.exporter import export_package
     from model import build_model
     from training.checkpoint import Checkpoint
-    from training.export import export_package
 
     torch.manual_seed(sum(map(ord, name)))
     model = build_model(config).eval()

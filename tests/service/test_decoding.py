@@ -21,12 +21,19 @@ from pydantic import ValidationError
 
 from service.engine.engine import Engine, EngineConfig
 from service.engine.generation import Completion, GenerationEngine, Prefill
+from service.engine.graphs import IncrementalStepFunction, OnnxStepFunction, make_step_function
 from service.engine.observer import Observer
 from service.engine.sampling import SamplingParams
-from service.engine.stepper import IncrementalStepFunction, OnnxStepFunction, make_step_function
 from service.engine.stops import Token
 from service.package import load_package
 from service.settings import Settings
+from tests.graph_runs import (
+    initial_state,
+    run_prefill,
+    run_staircase,
+    run_step,
+    run_step_incremental,
+)
 
 from .conftest import Packages
 from .live import ROOT
@@ -161,13 +168,13 @@ def test_a_prompt_leaves_the_staircase_over_its_committed_state(incremental, pac
     prefill = incremental.prefill(ids)
     names = [i.name for i in package.sessions["step_incremental"].get_inputs() if i.name != "x"]
     assert list(prefill.state) == names
-    _, _, committed = package.run_prefill(ids[None])
-    expected = package.run_staircase(committed)
+    _, _, committed = run_prefill(package, ids[None])
+    expected = run_staircase(package, committed)
     for name in names:
         np.testing.assert_allclose(prefill.state[name], expected[name], atol=1e-6, err_msg=name)
     # a fresh sequence: the staircase of the zero state, one row per sequence
     fresh = incremental.step_fn.initial_state(3)
-    for name, value in package.initial_state(3, "step_incremental").items():
+    for name, value in initial_state(package, 3, "step_incremental").items():
         np.testing.assert_array_equal(fresh[name], value)
 
 
@@ -205,8 +212,8 @@ def test_sessions_keep_the_staircase_between_messages(observed, incremental, sim
             np.testing.assert_allclose([p for _, p in a.top], [p for _, p in e.top], atol=LOGPROB_TOLERANCE)
         # what the session keeps is the whole staircase after its text
         start = session.continuation_start()
-        _, _, committed = package.run_prefill(incremental.encode("abc dea")[None])
-        staircase = package.run_staircase(committed)
+        _, _, committed = run_prefill(package, incremental.encode("abc dea")[None])
+        staircase = run_staircase(package, committed)
         assert list(start.state) == list(staircase)
         for name, value in staircase.items():
             np.testing.assert_allclose(start.state[name], value, atol=1e-6, err_msg=name)
@@ -249,8 +256,8 @@ def test_the_shipped_character_model_decodes_incrementally():
     ids = np.array([package.vocab.index(c) for c in "def main():\n    return 0\n"], dtype=np.int64)
     simple_state, staircase = None, None
     for token in ids:
-        simple, simple_state = package.run_step(token[None], simple_state)
-        logits, staircase = package.run_step_incremental(token[None], staircase)
+        simple, simple_state = run_step(package, token[None], simple_state)
+        logits, staircase = run_step_incremental(package, token[None], staircase)
         np.testing.assert_allclose(logits, simple, atol=1e-4 * max(1.0, float(np.abs(simple).max())))
     for name, value in simple_state.items():
         np.testing.assert_allclose(staircase[name], value, atol=1e-4)

@@ -5,8 +5,8 @@ import threading
 import time
 from types import SimpleNamespace
 
-from service.engine.streams import StreamUpdate
-from service.state import LoopDispatch
+from service.engine.generation_stream import StreamUpdate
+from service.dispatch import LoopDispatch
 
 
 class Recorder:
@@ -116,7 +116,7 @@ def test_a_stream_marks_the_update_with_its_first_character():
     import numpy as np
 
     from service.engine.sampling import SamplingParams
-    from service.engine.streams import GenerationStream
+    from service.engine.generation_stream import GenerationStream
 
     logits = np.log(np.array([0.1, 0.7, 0.2]))
     stream = GenerationStream(["x", "y", "z"], SamplingParams(max_new=3, temperature=0), {}, logits, lambda u: None)

@@ -7,7 +7,7 @@ import json
 
 import httpx
 
-from service.version import code_version
+from tlstm.version import code_version
 
 from .conftest import LM_VOCAB
 from .helpers import metric, post

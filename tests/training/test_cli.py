@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from model import build_model, variant_config
-from service.cli import main as tlstm
+from tlstm.cli import main as tlstm
 from training import runlog
 from training.checkpoint import load_checkpoint
 from training.viz import diagonal_means

@@ -129,7 +129,3 @@ class SequenceClassificationTask(Task):
         x, y = self.splits[split]
         row = x[index % len(y)]
         return torch.from_numpy(row.copy()), [""] * row.shape[0]
-
-    def label_of(self, split: str, index: int) -> str:
-        _, y = self.splits[split]
-        return self.labels[int(y[index % len(y)])]

@@ -1,7 +1,10 @@
-"""The step function the generation engine runs: state dict in -> logits + state dict out.
+"""How the engine runs a package's graphs: the one path from numpy arrays to ONNX Runtime.
 
-The scheduler only ever calls :class:`StepFunction`; it treats a state as an opaque dict of
-arrays whose first axis is the batch, concatenated and sliced row by row. Two step functions:
+The generation scheduler only ever calls a :class:`StepFunction` (state dict in -> logits +
+state dict out); it treats a state as an opaque dict of arrays whose first axis is the batch,
+concatenated and sliced row by row. The classification batcher calls :class:`ClassifyFunction`.
+Graph and tensor names come from the package contract (:mod:`tlstm.contract`). Two step
+functions:
 
 - :class:`OnnxStepFunction` (decoding ``"simple"``): ``step.onnx`` on the committed state, the
   L-1 flush steps of the output delay run inside every call (L steps of work per character);
@@ -23,9 +26,25 @@ Shapes: ``B`` batch, ``T`` prompt length, ``S`` vocabulary size; state arrays ar
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+from tlstm.contract import (
+    ALL_LOGITS,
+    CLASSIFY,
+    LENGTHS,
+    LOGITS,
+    PREFILL,
+    STAIRCASE,
+    STEP,
+    STEP_INCREMENTAL,
+    X,
+    output_for_input,
+)
+
+if TYPE_CHECKING:
+    from service.package import ModelPackage
 
 State = dict[str, np.ndarray]
 
@@ -94,27 +113,26 @@ class OnnxStepFunction:
 
     decoding = "simple"
 
-    def __init__(self, package: Any) -> None:
+    def __init__(self, package: ModelPackage) -> None:
         self.package = package
-        self._step = package.sessions["step"]
-        self._prefill = package.sessions.get("prefill")
-        self._state_in = [i.name for i in self._step.get_inputs() if i.name != "x"]
-        self._step_out = ["logits"] + [_out_name(n) for n in self._state_in]
-        self._prefill_out = ["logits", "all_logits"] + [_out_name(n) for n in self._state_in]
+        self._step = package.sessions[STEP]
+        self._prefill = package.sessions.get(PREFILL)
+        self._state_in = [s.name for s in package.state_inputs(STEP)]
+        self._step_out = [LOGITS] + [output_for_input(n) for n in self._state_in]
+        self._prefill_out = [LOGITS, ALL_LOGITS] + [output_for_input(n) for n in self._state_in]
 
     def initial_state(self, batch: int) -> State:
-        zeros = self.package.initial_state(batch)
-        return {name: zeros[name] for name in self._state_in}
+        return self.package.zero_state(batch, STEP)
 
     def step(self, x: np.ndarray, state: State) -> tuple[np.ndarray, State]:
-        feeds = {"x": x, **state}
+        feeds = {X: x, **state}
         logits, *new = self._step.run(self._step_out, feeds)
         return logits, dict(zip(self._state_in, new, strict=True))
 
     def prefill(self, x: np.ndarray, state: State) -> tuple[np.ndarray, np.ndarray, State]:
         if self._prefill is None:
             return _prefill_by_steps(self, x, state)
-        feeds = {"x": x, **state}
+        feeds = {X: x, **state}
         logits, all_logits, *new = self._prefill.run(self._prefill_out, feeds)
         return logits, all_logits, dict(zip(self._state_in, new, strict=True))
 
@@ -131,22 +149,20 @@ class IncrementalStepFunction:
 
     decoding = "incremental"
 
-    def __init__(self, package: Any) -> None:
-        entry = package.incremental
-        if entry is None:
-            raise ValueError(
-                f"model {package.name}: no incremental decoding ({package.decoding['incremental'].get('reason')})"
-            )
+    def __init__(self, package: ModelPackage) -> None:
+        decoding = package.manifest.decoding
+        if not decoding.incremental:
+            raise ValueError(f"model {package.name}: no incremental decoding ({decoding.reason})")
         self.package = package
-        self._step = package.sessions[entry["step"]]
-        self._staircase = package.sessions[entry["staircase"]]
-        self._prefill = package.sessions.get("prefill")
-        self._state_in = [i.name for i in self._step.get_inputs() if i.name != "x"]
-        self._committed_in = [i.name for i in self._staircase.get_inputs()]
-        self._step_out = ["logits"] + [_out_name(n) for n in self._state_in]
-        self._staircase_out = [_out_name(n) for n in self._state_in]
-        self._prefill_out = ["logits", "all_logits"] + [_out_name(n) for n in self._committed_in]
-        self._fresh = self.staircase(package.initial_state(1, "staircase"))  # rows of a fresh sequence
+        self._step = package.sessions[STEP_INCREMENTAL]
+        self._staircase = package.sessions[STAIRCASE]
+        self._prefill = package.sessions.get(PREFILL)
+        self._state_in = [s.name for s in package.state_inputs(STEP_INCREMENTAL)]
+        self._committed_in = [s.name for s in package.state_inputs(STAIRCASE)]
+        self._step_out = [LOGITS] + [output_for_input(n) for n in self._state_in]
+        self._staircase_out = [output_for_input(n) for n in self._state_in]
+        self._prefill_out = [LOGITS, ALL_LOGITS] + [output_for_input(n) for n in self._committed_in]
+        self._fresh = self.staircase(package.zero_state(1, STAIRCASE))  # rows of a fresh sequence
 
     def initial_state(self, batch: int) -> State:
         """``staircase.onnx`` of the zero state (computed once, one row per sequence)."""
@@ -158,14 +174,14 @@ class IncrementalStepFunction:
         return dict(zip(self._state_in, values, strict=True))
 
     def step(self, x: np.ndarray, state: State) -> tuple[np.ndarray, State]:
-        logits, *new = self._step.run(self._step_out, {"x": x, **state})
+        logits, *new = self._step.run(self._step_out, {X: x, **state})
         return logits, dict(zip(self._state_in, new, strict=True))
 
     def prefill(self, x: np.ndarray, state: State) -> tuple[np.ndarray, np.ndarray, State]:
         """``prefill.onnx`` from the staircase's committed part, then ``staircase.onnx``."""
         if self._prefill is None:
             return _prefill_by_steps(self, x, state)
-        feeds = {"x": x, **{n: state[n] for n in self._committed_in}}
+        feeds = {X: x, **{n: state[n] for n in self._committed_in}}
         logits, all_logits, *committed = self._prefill.run(self._prefill_out, feeds)
         return logits, all_logits, self.staircase(dict(zip(self._committed_in, committed, strict=True)))
 
@@ -179,14 +195,22 @@ def _prefill_by_steps(step_fn: Any, x: np.ndarray, state: State) -> tuple[np.nda
     return outputs[-1], np.stack(outputs, axis=1), state
 
 
-def _out_name(input_name: str) -> str:
-    """``state_h_in`` -> ``state_h_out``."""
-    if not input_name.endswith("_in"):
-        raise ValueError(f"step graph input {input_name!r}: expected 'x' or 'state_<name>_in'")
-    return input_name[: -len("_in")] + "_out"
+class ClassifyFunction:
+    """``classify.onnx`` of a classifier package: ``(x (B, T[, R]), lengths (B,)) -> logits (B, S)``.
+
+    Positions at or after ``lengths[b]`` are fed the flush input inside the graph, so any
+    right padding gives the same logits.
+    """
+
+    def __init__(self, package: ModelPackage) -> None:
+        self.package = package
+        self._session = package.sessions[CLASSIFY]
+
+    def __call__(self, x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        return self._session.run([LOGITS], {X: x, LENGTHS: lengths})[0]
 
 
-def make_step_function(package: Any, decoding: str = "incremental") -> StepFunction:
+def make_step_function(package: ModelPackage, decoding: str = "incremental") -> StepFunction:
     """The step function of a language-model package.
 
     Args:
@@ -197,6 +221,6 @@ def make_step_function(package: Any, decoding: str = "incremental") -> StepFunct
     """
     if decoding not in DECODINGS:
         raise ValueError(f"decoding: expected one of {list(DECODINGS)}, got {decoding!r}")
-    if decoding == "incremental" and package.incremental is not None:
+    if decoding == "incremental" and package.manifest.decoding.incremental:
         return IncrementalStepFunction(package)
     return OnnxStepFunction(package)

@@ -30,9 +30,20 @@ import numpy as np
 import onnx
 
 from model import RecurrentModel
-from service.package import TensorSpec, state_input_name, state_output_name
+from tlstm.contract import (
+    LOGITS,
+    STAIRCASE,
+    STEP,
+    STEP_INCREMENTAL,
+    X,
+    TensorSpec,
+    input_for_output,
+    state_input_name,
+    state_name,
+    state_output_name,
+)
 
-from .onnx_graphs import INCREMENTAL_STEP, STAIRCASE, GraphSpec, draw_state, draw_x
+from .graphs import GraphSpec, draw_state, draw_x
 
 FLOAT32_TOLERANCE = 1e-4
 
@@ -234,9 +245,9 @@ def _run_stream(session: Any, x: np.ndarray, state: dict[str, np.ndarray]) -> tu
     feeds = dict(state)
     logits = []
     for t in range(x.shape[1]):
-        values = dict(zip(outputs, session.run(outputs, {"x": np.ascontiguousarray(x[:, t]), **feeds}), strict=True))
-        logits.append(values["logits"])
-        feeds = {name[: -len("_out")] + "_in": v for name, v in values.items() if name.startswith("state_")}
+        values = dict(zip(outputs, session.run(outputs, {X: np.ascontiguousarray(x[:, t]), **feeds}), strict=True))
+        logits.append(values[LOGITS])
+        feeds = {input_for_output(name): v for name, v in values.items() if state_name(name) is not None}
     return np.stack(logits, axis=1), feeds
 
 
@@ -265,7 +276,7 @@ def compare_incremental_stream(
     Raises:
         ExportVerificationError: the streams differ beyond the bound (naming what and where).
     """
-    step, staircase, incremental = (make_session(paths[g]) for g in ("step", STAIRCASE, INCREMENTAL_STEP))
+    step, staircase, incremental = (make_session(paths[g]) for g in (STEP, STAIRCASE, STEP_INCREMENTAL))
     names = model.config.state_names
     cases = [(f"B=1, T={length} from the zero state", 1, True), (f"B=3, T={length} from random states", 3, False)]
     worst = (0.0, "", "")
@@ -276,10 +287,10 @@ def compare_incremental_stream(
             state = {k: np.zeros_like(v) for k, v in state.items()}
         x = draw_x(rng, model, (batch, length))
         start = dict(zip([o.name for o in staircase.get_outputs()], staircase.run(None, state), strict=True))
-        start = {name[: -len("_out")] + "_in": v for name, v in start.items()}
+        start = {input_for_output(name): v for name, v in start.items()}
         simple_logits, simple_state = _run_stream(step, x, state)
         incr_logits, incr_state = _run_stream(incremental, x, start)
-        pairs = [("logits", incr_logits, simple_logits)]
+        pairs = [(LOGITS, incr_logits, simple_logits)]
         pairs += [(state_output_name(n), incr_state[state_input_name(n)], simple_state[state_input_name(n)]) for n in names]
         reference = None
         for index, (output, actual, expected) in enumerate(pairs):
@@ -298,7 +309,7 @@ def compare_incremental_stream(
                 widened[f"{output} at {label}"] = bound
                 continue
             raise ExportVerificationError(
-                f"{INCREMENTAL_STEP}.onnx: a stream of {STAIRCASE}.onnx then {INCREMENTAL_STEP}.onnx differs from "
+                f"{STEP_INCREMENTAL}.onnx: a stream of {STAIRCASE}.onnx then {STEP_INCREMENTAL}.onnx differs from "
                 f"step.onnx on {output!r} at {label}: largest difference {diff:.3g} (from float64: {incr_error:.3g}, "
                 f"step.onnx's own {simple_error:.3g}; tolerance {tolerance:g})"
             )

@@ -1,6 +1,7 @@
 """The ``tlstm`` command: dispatches ``tlstm SUBCOMMAND ...`` to the module that owns it.
 
-Subcommand modules are imported only when chosen, so ``tlstm serve`` never imports torch.
+Subcommand modules are imported only when chosen, so ``tlstm serve`` never imports torch, and
+training and export never import the service.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("training.cli:train_main", "train a model on one of the paper's tasks"),
     "eval": ("training.cli:eval_main", "evaluate a run or checkpoint on its task's test split"),
     "viz": ("training.cli:viz_main", "draw the memory-cell picture of a trained model (PNG)"),
-    "export": ("training.export:main", "export a checkpoint to a verified ONNX model package"),
+    "export": ("export.exporter:main", "export a checkpoint to a verified ONNX model package"),
+    "grid": ("training.grid:main", "run an experiment grid (one training run per cell) and collect its results"),
     "serve": ("service.server:main", "serve the model packages in a directory over HTTP"),
 }
 
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        extra = "train" if module_name.startswith("training") else "cpu"
+        extra = "cpu" if module_name.startswith("service") else "train"
         print(
             f"tlstm {name}: missing dependency {exc.name!r}; install it with "
             f"pip install 'tlstm[{extra}]'",

@@ -48,13 +48,26 @@ from model.incremental import (
     StaircaseLayout,
     incremental_step,
     staircase_from_state,
+    why_not_incremental,
 )
-from service.package import state_input_name, state_output_name
+from tlstm.contract import (
+    ALL_LOGITS,
+    CLASSIFY,
+    LENGTHS,
+    LOGITS,
+    PREFILL,
+    STAIRCASE,
+    STEP,
+    STEP_INCREMENTAL,
+    X,
+    Decoding,
+    StateTensor,
+    state_input_name,
+    state_output_name,
+)
 
 BATCH = "B"
 LENGTH = "T"
-INCREMENTAL_STEP = "step_incremental"
-STAIRCASE = "staircase"
 # Sizes of the example inputs used for tracing (any values > 1 work: the axes are dynamic).
 _EXAMPLE_BATCH = 2
 _EXAMPLE_LENGTH = 3
@@ -261,16 +274,16 @@ def _state_outputs(model: RecurrentModel, state: State) -> Feeds:
 
 def _step_reference(model: RecurrentModel, feeds: Feeds) -> Feeds:
     with torch.no_grad():
-        logits, committed = model.predict_next(torch.from_numpy(feeds["x"]), _torch_state(model, feeds))
-    return {"logits": logits.numpy(), **_state_outputs(model, committed)}
+        logits, committed = model.predict_next(torch.from_numpy(feeds[X]), _torch_state(model, feeds))
+    return {LOGITS: logits.numpy(), **_state_outputs(model, committed)}
 
 
 def _prefill_reference(model: RecurrentModel, feeds: Feeds) -> Feeds:
-    x, state = torch.from_numpy(feeds["x"]), _torch_state(model, feeds)
+    x, state = torch.from_numpy(feeds[X]), _torch_state(model, feeds)
     with torch.no_grad():
         committed = model.run(x, state).state
         all_logits = model.run(x, state, flush=model.delay).logits[:, model.delay :]
-    return {"logits": all_logits[:, -1].numpy(), "all_logits": all_logits.numpy(), **_state_outputs(model, committed)}
+    return {LOGITS: all_logits[:, -1].numpy(), ALL_LOGITS: all_logits.numpy(), **_state_outputs(model, committed)}
 
 
 def _torch_staircase(layout: StaircaseLayout, feeds: Feeds) -> tuple[Tensor, ...]:
@@ -289,9 +302,9 @@ def _draw_staircase(rng: np.random.Generator, model: RecurrentModel, batch: int)
 def _step_incremental_reference(model: RecurrentModel, feeds: Feeds) -> Feeds:
     layout = StaircaseLayout.of(model.config)
     with torch.no_grad():
-        logits, staircase = incremental_step(model, torch.from_numpy(feeds["x"]), _torch_staircase(layout, feeds))
+        logits, staircase = incremental_step(model, torch.from_numpy(feeds[X]), _torch_staircase(layout, feeds))
     outputs = {state_output_name(n): t.numpy() for n, t in zip(layout.state_names, staircase, strict=True)}
-    return {"logits": logits.numpy(), **outputs}
+    return {LOGITS: logits.numpy(), **outputs}
 
 
 def _staircase_reference(model: RecurrentModel, feeds: Feeds) -> Feeds:
@@ -303,8 +316,8 @@ def _staircase_reference(model: RecurrentModel, feeds: Feeds) -> Feeds:
 
 def _classify_reference(model: RecurrentModel, feeds: Feeds) -> Feeds:
     with torch.no_grad():
-        logits = model.classify(torch.from_numpy(feeds["x"]), torch.from_numpy(feeds["lengths"]))
-    return {"logits": logits.numpy()}
+        logits = model.classify(torch.from_numpy(feeds[X]), torch.from_numpy(feeds[LENGTHS]))
+    return {LOGITS: logits.numpy()}
 
 
 def mixed_lengths(rng: np.random.Generator, batch: int, length: int) -> np.ndarray:
@@ -325,16 +338,16 @@ def step_spec(model: RecurrentModel) -> GraphSpec:
     names = _state_names(model)
     example = draw_x(np.random.default_rng(0), model, (_EXAMPLE_BATCH,))
     state = model.initial_state(_EXAMPLE_BATCH)
-    inputs = ("x", *(state_input_name(n) for n in names))
+    inputs = (X, *(state_input_name(n) for n in names))
     return GraphSpec(
-        name="step",
+        name=STEP,
         module=StepGraph(model),
         inputs=inputs,
-        outputs=("logits", *(state_output_name(n) for n in names)),
+        outputs=(LOGITS, *(state_output_name(n) for n in names)),
         example=(torch.from_numpy(example), tuple(state)),
         dynamic={n: {0: BATCH} for n in inputs},
         state=names,
-        draw=lambda rng, batch, length: {"x": draw_x(rng, model, (batch,)), **draw_state(rng, model, batch)},
+        draw=lambda rng, batch, length: {X: draw_x(rng, model, (batch,)), **draw_state(rng, model, batch)},
         reference=_step_reference,
         lengths=False,
     )
@@ -344,18 +357,18 @@ def prefill_spec(model: RecurrentModel) -> GraphSpec:
     names = _state_names(model)
     example = draw_x(np.random.default_rng(0), model, (_EXAMPLE_BATCH, _EXAMPLE_LENGTH))
     state = model.initial_state(_EXAMPLE_BATCH)
-    inputs = ("x", *(state_input_name(n) for n in names))
+    inputs = (X, *(state_input_name(n) for n in names))
     dynamic = {n: {0: BATCH} for n in inputs}
-    dynamic["x"] = {0: BATCH, 1: LENGTH}
+    dynamic[X] = {0: BATCH, 1: LENGTH}
     return GraphSpec(
-        name="prefill",
+        name=PREFILL,
         module=PrefillGraph(model),
         inputs=inputs,
-        outputs=("logits", "all_logits", *(state_output_name(n) for n in names)),
+        outputs=(LOGITS, ALL_LOGITS, *(state_output_name(n) for n in names)),
         example=(torch.from_numpy(example), tuple(state)),
         dynamic=dynamic,
         state=names,
-        draw=lambda rng, batch, length: {"x": draw_x(rng, model, (batch, length)), **draw_state(rng, model, batch)},
+        draw=lambda rng, batch, length: {X: draw_x(rng, model, (batch, length)), **draw_state(rng, model, batch)},
         reference=_prefill_reference,
     )
 
@@ -364,16 +377,16 @@ def classify_spec(model: RecurrentModel) -> GraphSpec:
     example = draw_x(np.random.default_rng(0), model, (_EXAMPLE_BATCH, _EXAMPLE_LENGTH))
     lengths = torch.tensor([_EXAMPLE_LENGTH, 1], dtype=torch.int64)
     return GraphSpec(
-        name="classify",
+        name=CLASSIFY,
         module=ClassifyGraph(model),
-        inputs=("x", "lengths"),
-        outputs=("logits",),
+        inputs=(X, LENGTHS),
+        outputs=(LOGITS,),
         example=(torch.from_numpy(example), lengths),
-        dynamic={"x": {0: BATCH, 1: LENGTH}, "lengths": {0: BATCH}},
+        dynamic={X: {0: BATCH, 1: LENGTH}, LENGTHS: {0: BATCH}},
         state=(),
         draw=lambda rng, batch, length: {
-            "x": draw_x(rng, model, (batch, length)),
-            "lengths": mixed_lengths(rng, batch, length),
+            X: draw_x(rng, model, (batch, length)),
+            LENGTHS: mixed_lengths(rng, batch, length),
         },
         reference=_classify_reference,
     )
@@ -388,16 +401,16 @@ def step_incremental_spec(model: RecurrentModel) -> GraphSpec | None:
     example = draw_x(np.random.default_rng(0), model, (_EXAMPLE_BATCH,))
     with torch.no_grad():
         staircase = staircase_from_state(model, model.initial_state(_EXAMPLE_BATCH))
-    inputs = ("x", *(state_input_name(n) for n in names))
+    inputs = (X, *(state_input_name(n) for n in names))
     return GraphSpec(
-        name=INCREMENTAL_STEP,
+        name=STEP_INCREMENTAL,
         module=IncrementalStep(model),
         inputs=inputs,
-        outputs=("logits", *(state_output_name(n) for n in names)),
+        outputs=(LOGITS, *(state_output_name(n) for n in names)),
         example=(torch.from_numpy(example), tuple(staircase)),
         dynamic={n: {0: BATCH} for n in inputs},
         state=names,
-        draw=lambda rng, batch, length: {"x": draw_x(rng, model, (batch,)), **_draw_staircase(rng, model, batch)},
+        draw=lambda rng, batch, length: {X: draw_x(rng, model, (batch,)), **_draw_staircase(rng, model, batch)},
         reference=_step_incremental_reference,
         lengths=False,
     )
@@ -442,41 +455,30 @@ def graph_specs(model: RecurrentModel, kind: str) -> list[GraphSpec]:
     return [spec for make in GRAPHS[kind] if (spec := make(model)) is not None]
 
 
-# ---------------------------------------------------------------- the manifest's decoding entry
-def incremental_unavailable(model: RecurrentModel) -> str | None:
-    """Why the model does not decode incrementally (None when it does)."""
-    cfg = model.config
-    if not cfg.is_tlstm:
-        return f"the stacked {cfg.arch} baseline has no output delay: its simple step is one step"
-    if cfg.delay == 0:
-        return "depth L=1: no output delay, the simple step is one step"
-    if cfg.norm == "ln":
-        return ("layer normalization pools every location of the tensor, so no lookahead can be kept: "
-                "the simple path (L steps per input) is the exact one")
-    return None
+# ---------------------------------------------------------------- the manifest's state and decoding
+def committed_layout(model: RecurrentModel) -> tuple[StateTensor, ...]:
+    """The committed state (what ``step`` and ``prefill`` carry), per sequence."""
+    config = model.config
+    return tuple(StateTensor(n, tuple(config.state_shape)) for n in config.state_names)
 
 
-def decoding_entry(model: RecurrentModel, kind: str, graphs: list[str]) -> dict[str, Any]:
+def staircase_layout(model: RecurrentModel) -> tuple[StateTensor, ...]:
+    """The staircase (what ``step_incremental`` carries), per sequence, in graph order."""
+    layout = StaircaseLayout.of(model.config)
+    return tuple(StateTensor(n, tuple(s)) for n, s in zip(layout.state_names, layout.state_shapes, strict=True))
+
+
+def decoding_entry(model: RecurrentModel, graphs: list[str]) -> Decoding:
     """The manifest's ``decoding``: how a stream of inputs is run with this package.
 
-    ``simple``: ``step`` per input (``prefill`` for a prompt, when the kind has it).
-    ``incremental``: ``step_incremental`` per input on the staircase; a sequence starts from
-    ``staircase`` of the zero committed state; a prompt is ``prefill`` then ``staircase`` on
-    its committed state (``prefill`` lists the two graphs in order). ``state`` lists the
-    staircase tensors with their per-sequence shapes. When unavailable, ``reason`` says why.
+    Every package decodes the simple way (``step``, and ``prefill`` when it has one). Incremental:
+    ``step_incremental`` per input on the staircase; a sequence starts from ``staircase`` of
+    the zero committed state; a prompt is ``prefill`` then ``staircase`` on its committed
+    state. When unavailable, the reason says why (:func:`model.incremental.why_not_incremental`).
     """
-    simple: dict[str, Any] = {"available": True, "step": "step", "prefill": "prefill" if "prefill" in graphs else None}
-    reason = incremental_unavailable(model)
-    if reason is None and not {INCREMENTAL_STEP, STAIRCASE} <= set(graphs):
-        reason = f"the package was written without the {INCREMENTAL_STEP} and {STAIRCASE} graphs"
+    reason = why_not_incremental(model.config)
+    if reason is None and not {STEP_INCREMENTAL, STAIRCASE} <= set(graphs):
+        reason = f"the package was written without the {STEP_INCREMENTAL} and {STAIRCASE} graphs"
     if reason is not None:
-        return {"simple": simple, "incremental": {"available": False, "reason": reason}}
-    layout = StaircaseLayout.of(model.config)
-    incremental = {
-        "available": True,
-        "step": INCREMENTAL_STEP,
-        "staircase": STAIRCASE,
-        "prefill": ["prefill", STAIRCASE] if "prefill" in graphs else None,
-        "state": layout.state_specs(),
-    }
-    return {"simple": simple, "incremental": incremental}
+        return Decoding(False, reason)
+    return Decoding(True, None, (PREFILL, STAIRCASE) if PREFILL in graphs else None)

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import EngineError
+from .graphs import State
 from .sampling import Sampler, SamplingParams, log_softmax, top_alternatives
-from .stepper import State
 from .stops import StopMatcher, Token
 
 _ids = itertools.count()

@@ -27,16 +27,18 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .onnx_graphs import GraphSpec, mixed_lengths
-from .onnx_tidy import subgraphs
-from .onnx_verify import (
+from tlstm.contract import ALL_LOGITS, CLASSIFY, LENGTHS, LOGITS, PREFILL, X, state_input_name
+
+from .graphs import GraphSpec, mixed_lengths
+from .tidy import subgraphs
+from .verify import (
     ExportVerificationError,
     check_graph_file,
     make_session,
     relative_difference,
     verification_cases,
 )
-from .tasks.base import IGNORE
+from training.tasks.base import IGNORE
 
 _MIN_FP16_ELEMENTS = 16
 _VALIDATION_SIZE = 32
@@ -159,7 +161,7 @@ def task_validation_set(task: dict[str, Any], max_examples: int = _TASK_EXAMPLES
         ValueError (DataError included) / OSError: the task cannot be rebuilt here (e.g. its
             data file is missing).
     """
-    from .tasks import build_task
+    from training.tasks import build_task
 
     built = build_task(task["name"], task.get("settings"), info=task.get("info"))
     source = f"the {task['name']!r} task's valid split"
@@ -191,10 +193,10 @@ def _predictions(session: Any, kind: str, data: ValidationSet, model: Any) -> np
     """Logits of the package's main graph on the validation set: (N, S) or (N, T, S)."""
     if kind == "classifier":
         lengths = data.lengths if data.lengths is not None else np.full(len(data.x), data.x.shape[1], np.int64)
-        return session.run(["logits"], {"x": data.x, "lengths": lengths.astype(np.int64)})[0]
+        return session.run([LOGITS], {X: data.x, LENGTHS: lengths.astype(np.int64)})[0]
     shape = (len(data.x), *model.config.state_shape)
-    feeds = {"x": data.x, **{f"state_{n}_in": np.zeros(shape, np.float32) for n in model.config.state_names}}
-    return session.run(["all_logits"], feeds)[0]
+    feeds = {X: data.x, **{state_input_name(n): np.zeros(shape, np.float32) for n in model.config.state_names}}
+    return session.run([ALL_LOGITS], feeds)[0]
 
 
 def _metrics(kind: str, logits: np.ndarray, data: ValidationSet) -> dict[str, float]:
@@ -212,7 +214,7 @@ def compare_precision(
     reduced: dict[str, Path], reference: dict[str, Path], kind: str, data: ValidationSet, model: Any
 ) -> dict[str, Any]:
     """Task metric of the float32 and the reduced main graph on ``data``, and their agreement."""
-    main = "classify" if kind == "classifier" else "prefill"
+    main = CLASSIFY if kind == "classifier" else PREFILL
     ref = _predictions(make_session(reference[main]), kind, data, model)
     red = _predictions(make_session(reduced[main]), kind, data, model)
     if not np.all(np.isfinite(red)):

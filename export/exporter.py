@@ -2,10 +2,12 @@
 
     tlstm export RUN_OR_CHECKPOINT --out DIR [--fp16 | --int8] [--max-length N] [--name NAME]
 
-The package layout and manifest are fixed by docs/architecture.md ("Model package"); the
-graphs are built in :mod:`training.onnx_graphs`, tidied in :mod:`training.onnx_tidy`,
-checked in :mod:`training.onnx_verify`, and reduced in precision in
-:mod:`training.onnx_precision`. Everything is written into a
+The package format is the contract's (:mod:`tlstm.contract`; described for people in
+docs/architecture.md, "Model package"): the manifest is built as a
+:class:`tlstm.contract.Manifest` and checked by reading it back before it is written. The
+graphs are built in :mod:`export.graphs`, tidied in :mod:`export.tidy`, checked in
+:mod:`export.verify`, and reduced in precision in :mod:`export.precision`. Everything is
+written into a
 temporary directory beside ``--out`` and renamed into place at the end, the manifest (with
 the sha256 of every file) last: a half-written package never exists under ``--out``.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import json
 import logging
@@ -28,9 +31,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("tlstm.export")
+from tlstm.contract import (
+    MANIFEST_FILE,
+    PRECISIONS,
+    STAIRCASE,
+    STEP,
+    STEP_INCREMENTAL,
+    Graph,
+    InputSpec,
+    Manifest,
+    graph_metadata,
+)
+from tlstm.files import fsync_dir, sha256_file, write_json_atomic
+from tlstm.progress import Progress
+from tlstm.version import code_version
 
-PRECISIONS = ("float32", "float16", "int8")
+log = logging.getLogger("tlstm.export")
 
 
 class ExportError(RuntimeError):
@@ -100,28 +116,19 @@ def _task_fields(task: dict[str, Any], config: Any, max_length: int | None) -> d
 
 
 # ---------------------------------------------------------------- progress
-class _Progress:
-    """One line per stage: a tqdm bar on a terminal, plain log lines otherwise."""
+class _Stages:
+    """One line per stage: a bar on a terminal, plain ``export: ...`` lines otherwise."""
 
     def __init__(self, total: int, enabled: bool) -> None:
-        self._bar = None
-        self._enabled = enabled
-        if enabled and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, desc="export", unit="stage", file=sys.stderr)
+        self._progress = Progress(total, enabled=enabled, desc="export", unit="stage")
 
     def done(self, message: str) -> None:
-        if self._bar is not None:
-            self._bar.set_postfix_str(message[:60])
-            self._bar.update(1)
-        elif self._enabled:
-            print(f"export: {message}", file=sys.stderr, flush=True)
+        self._progress.update(1)
+        self._progress.message(f"export: {message}")
         log.info(message)
 
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
+        self._progress.close()
 
 
 @contextlib.contextmanager
@@ -142,10 +149,10 @@ def _quiet_exporter() -> Iterator[io.StringIO]:
 # ---------------------------------------------------------------- graphs
 def export_graph(spec: Any, path: Path) -> None:
     """``torch.onnx.export`` (dynamo, scan -> ONNX Scan) of one GraphSpec into ``path``,
-    then :func:`training.onnx_tidy.tidy_graph_file` (no exporter notes, weights folded)."""
+    then :func:`export.tidy.tidy_graph_file` (no exporter notes, weights folded)."""
     import torch
 
-    from .onnx_tidy import tidy_graph_file
+    from .tidy import tidy_graph_file
 
     with _quiet_exporter() as chatter:
         try:
@@ -166,16 +173,6 @@ def export_graph(spec: Any, path: Path) -> None:
     tidy_graph_file(path)
 
 
-def _metadata(manifest: dict[str, Any], graph: str) -> dict[str, str]:
-    """The package's description as ONNX metadata_props (strings; JSON for structures)."""
-    keys = ("format", "format_version", "name", "kind", "depth", "input", "vocab", "labels",
-            "config", "precision", "decoding", "metrics", "code_version", "created")
-    props = {f"tlstm.{k}": v if isinstance(v, str) else json.dumps(v) for k, v in manifest.items() if k in keys}
-    props["tlstm.graph"] = graph
-    props["tlstm.graph_io"] = json.dumps(manifest["graphs"][graph])
-    return props
-
-
 def _set_metadata(path: Path, props: dict[str, str]) -> None:
     """Replace the model's metadata_props by ``props``."""
     import onnx
@@ -189,34 +186,8 @@ def _set_metadata(path: Path, props: dict[str, str]) -> None:
 
 
 # ---------------------------------------------------------------- writing
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON to a temporary file beside ``path``, fsync, rename into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, ensure_ascii=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _finish_files(tmp_dir: Path, names: Sequence[str]) -> dict[str, str]:
     """fsync and make readable every package file; returns their sha256."""
-    from service.package import sha256_file
-
     hashes = {}
     for name in names:
         path = tmp_dir / name
@@ -230,7 +201,7 @@ def _finish_files(tmp_dir: Path, names: Sequence[str]) -> dict[str, str]:
 def move_into_place(tmp_dir: Path, out: Path, overwrite: bool) -> None:
     """Rename the finished package to ``out``; an existing one is replaced only if asked."""
     os.chmod(tmp_dir, 0o755)
-    _fsync_dir(tmp_dir)
+    fsync_dir(tmp_dir)
     old = None
     if out.exists():
         if not overwrite:
@@ -238,7 +209,7 @@ def move_into_place(tmp_dir: Path, out: Path, overwrite: bool) -> None:
         old = out.with_name(f".{out.name}.old-{os.getpid()}-{time.time_ns()}")
         os.replace(out, old)
     os.replace(tmp_dir, out)
-    _fsync_dir(out.parent)
+    fsync_dir(out.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -271,7 +242,7 @@ def export_package(
         name: the package's name (default: the directory name).
         overwrite: replace an existing ``out_dir``.
         seed: seed of the verification inputs (default: fresh entropy; recorded).
-        validation: optional :class:`training.onnx_precision.ValidationSet` for the
+        validation: optional :class:`export.precision.ValidationSet` for the
             precision report (default: the task's valid split when it can be rebuilt from
             the checkpoint, else random held-out inputs; the report says which).
         progress: print one line per stage (a bar on a terminal).
@@ -284,12 +255,11 @@ def export_package(
     """
     import numpy as np
 
-    from service.version import code_version
+    from training.checkpoint import Checkpoint, load_checkpoint
 
-    from .checkpoint import Checkpoint, load_checkpoint
-    from .onnx_graphs import INCREMENTAL_STEP, STAIRCASE, decoding_entry, export_copy, graph_specs
-    from .onnx_precision import reduce_precision
-    from .onnx_verify import (
+    from .graphs import committed_layout, decoding_entry, export_copy, graph_specs, staircase_layout
+    from .precision import reduce_precision
+    from .verify import (
         check_graph_file,
         compare_incremental_stream,
         compare_with_torch,
@@ -319,66 +289,63 @@ def export_package(
     rng = np.random.default_rng(seed)
     longest = max(fields["train_max_length"], fields["input"]["max_length"]) + 3
 
-    incremental = INCREMENTAL_STEP in {spec.name for spec in specs}
-    steps = 2 * len(specs) + (1 if incremental else 0) + (1 if precision != "float32" else 0) + 1
-    bar = _Progress(steps, progress)
+    decoding = decoding_entry(frozen, [spec.name for spec in specs])
+    steps = 2 * len(specs) + (1 if decoding.incremental else 0) + (1 if precision != "float32" else 0) + 1
+    bar = _Stages(steps, progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        manifest: dict[str, Any] = {
-            "format": "tlstm-package",
-            "format_version": 1,
-            "name": name or out.name,
-            "kind": fields["kind"],
-            "config": config.to_dict(),
-            "depth": config.depth,
-            "delay": config.delay,
-            "input": fields["input"],
-            "vocab": fields["vocab"],
-            "labels": fields["labels"],
+        spec_in = fields["input"]
+        manifest = Manifest(
+            name=name or out.name,
+            kind=fields["kind"],
+            config=config.to_dict(),
+            depth=config.depth,
+            delay=config.delay,
+            input=InputSpec(spec_in["type"], spec_in["size"], spec_in["max_length"]),
+            vocab=tuple(fields["vocab"]) if fields["vocab"] is not None else None,
+            labels=tuple(fields["labels"]) if fields["labels"] is not None else None,
             # how a client prepares raw data for this model (e.g. image shape, pixel scale,
             # row or pixel steps, permutation), as the training task describes it
-            "preprocessing": checkpoint.task.get("info") or {},
-            "precision": precision,
-            "graphs": {},
-            "state": [{"name": n, "shape": list(config.state_shape)} for n in config.state_names],
-            "decoding": decoding_entry(frozen, fields["kind"], [spec.name for spec in specs]),
-            "metrics": checkpoint.metrics,
-            "code_version": code_version(),
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "verification": {"seed": seed},
-        }
-        graphs, verification = manifest["graphs"], manifest["verification"]
+            preprocessing=checkpoint.task.get("info") or {},
+            precision=precision,
+            graphs={},
+            committed_state=committed_layout(frozen),
+            staircase_state=staircase_layout(frozen) if decoding.incremental else None,
+            decoding=decoding,
+            files={},
+            metrics=checkpoint.metrics,
+            code_version=code_version(),
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            verification={"seed": seed},
+        )
+        graphs, verification = manifest.graphs, manifest.verification
         for spec in specs:
             path = tmp_dir / spec.file
             started = time.perf_counter()
             export_graph(spec, path)
             bar.done(f"{spec.file} exported ({time.perf_counter() - started:.1f} s)")
             inputs, outputs = check_graph_file(spec, path)
-            graphs[spec.name] = {
-                "file": spec.file,
-                "inputs": [t.to_dict() for t in inputs],
-                "outputs": [t.to_dict() for t in outputs],
-                "state": list(spec.state),
-            }
-            if spec.state_out is not None:
-                graphs[spec.name]["state_out"] = list(spec.state_out)
-            _set_metadata(path, _metadata(manifest, spec.name))
+            graphs[spec.name] = Graph(spec.name, spec.file, tuple(inputs), tuple(outputs))
+            _set_metadata(path, graph_metadata(manifest, spec.name))
             verification[spec.name] = compare_with_torch(spec, path, model, verification_cases(spec, longest), rng)
             bar.done(f"{spec.file} verified (largest difference {verification[spec.name]['max_difference']:.2g})")
-        if incremental:
-            paths = {g: tmp_dir / graphs[g]["file"] for g in ("step", STAIRCASE, INCREMENTAL_STEP)}
+        if decoding.incremental:
+            paths = {g: tmp_dir / graphs[g].file for g in (STEP, STAIRCASE, STEP_INCREMENTAL)}
             stream = compare_incremental_stream(paths, model, longest, rng)
             verification["incremental_stream"] = stream
             bar.done(f"incremental stream equals step.onnx's (largest difference {stream['max_difference']:.2g})")
 
+        report = None
         if precision != "float32":
             report = reduce_precision(tmp_dir, specs, precision, fields, frozen, rng=rng, validation=validation)
-            manifest["precision_report"] = report
             bar.done(f"{precision} graphs written ({report['size_bytes']['ratio']:.2f}x the float32 size)")
 
-        manifest["files"] = _finish_files(tmp_dir, [e["file"] for e in graphs.values()])
-        _write_json_atomic(tmp_dir / "manifest.json", manifest)
+        files = _finish_files(tmp_dir, [g.file for g in graphs.values()])
+        manifest = dataclasses.replace(manifest, files=files, precision_report=report)
+        data = manifest.to_dict()
+        Manifest.from_dict(data, f"{out}/{MANIFEST_FILE}")  # what is written reads back under the contract
+        write_json_atomic(tmp_dir / MANIFEST_FILE, data)
         move_into_place(tmp_dir, out, overwrite)
         bar.done(f"package written to {out}")
     except BaseException:
@@ -417,8 +384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tlstm export: --max-length must be a positive int, got {args.max_length}", file=sys.stderr)
         return 2
     precision = "float16" if args.fp16 else "int8" if args.int8 else "float32"
-    from .checkpoint import CheckpointError
-    from .onnx_verify import ExportVerificationError
+    from training.checkpoint import CheckpointError
+    from .verify import ExportVerificationError
 
     try:
         out = export_package(
@@ -436,21 +403,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _print_summary(out: Path) -> None:
-    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-    print(f"{out}: {manifest['kind']} package {manifest['name']!r}, graphs {sorted(manifest['graphs'])}, "
-          f"precision {manifest['precision']}")
-    for graph, result in manifest["verification"].items():
+    manifest = Manifest.from_dict(json.loads((out / MANIFEST_FILE).read_text(encoding="utf-8")), str(out))
+    print(f"{out}: {manifest.kind} package {manifest.name!r}, graphs {sorted(manifest.graphs)}, "
+          f"precision {manifest.precision}")
+    for graph, result in manifest.verification.items():
         if not isinstance(result, dict):
             continue
         what = "staircase + step_incremental vs step.onnx" if graph == "incremental_stream" else "ONNX Runtime vs PyTorch"
         print(f"  {graph}: {what}, largest difference {result['max_difference']:.3g} over {', '.join(result['cases'])}")
-    incremental = manifest["decoding"]["incremental"]
-    print("  decoding: incremental (step_incremental, staircase)" if incremental["available"]
-          else f"  decoding: simple only ({incremental['reason']})")
-    report = manifest.get("precision_report")
+    decoding = manifest.decoding
+    print("  decoding: incremental (step_incremental, staircase)" if decoding.incremental
+          else f"  decoding: simple only ({decoding.reason})")
+    report = manifest.precision_report
     if report:
         size = report["size_bytes"]
-        print(f"  size: {size['float32']} -> {size[manifest['precision']]} bytes ({size['ratio']:.2f}x)")
+        print(f"  size: {size['float32']} -> {size[manifest.precision]} bytes ({size['ratio']:.2f}x)")
         for key, value in report["metrics"].items():
             print(f"  {key}: {value}")
-

@@ -33,7 +33,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from ..engine.errors import EngineError, InvalidRequest
 from ..engine.sampling import SamplingParams
 from ..engine.sessions import PredictionSession
-from ..state import Service
+from ..lifecycle import Service
 from .deps import check_key, serving_model
 from .errors import APIError, from_engine, request_timeout
 from .runs import CompletionRun

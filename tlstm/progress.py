@@ -1,4 +1,5 @@
-"""Progress of a long run: a tqdm bar on a terminal, plain log lines otherwise."""
+"""Progress of long work (training, export, benchmarks, grids): a tqdm bar on a terminal,
+plain log lines otherwise. tqdm is imported only when a bar is drawn."""
 
 from __future__ import annotations
 
@@ -20,7 +21,16 @@ class Progress:
         stream: where to write (default stderr); a bar only if it is a terminal.
     """
 
-    def __init__(self, total: int, initial: int = 0, *, enabled: bool = True, stream: TextIO | None = None, desc: str = "train") -> None:
+    def __init__(
+        self,
+        total: int,
+        initial: int = 0,
+        *,
+        enabled: bool = True,
+        stream: TextIO | None = None,
+        desc: str = "train",
+        unit: str = "it",
+    ) -> None:
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.total = total
@@ -29,7 +39,7 @@ class Progress:
         if enabled and self.stream.isatty():
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, initial=initial, desc=desc, file=self.stream, dynamic_ncols=True)
+            self._bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, file=self.stream, dynamic_ncols=True)
         self._start = time.monotonic()
 
     def update(self, steps: int = 1) -> None:
