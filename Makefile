@@ -41,8 +41,10 @@ bench-service: venv
 bench-incremental: venv
 	$(PY) bench/bench_incremental.py
 
+# ruff and mypy as pyproject.toml configures them (CI runs this before the tests).
 lint: venv
-	$(VENV)/bin/ruff check model training service tests bench
+	$(VENV)/bin/ruff check tlstm model training export service tests bench docker
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache

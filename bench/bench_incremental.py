@@ -25,8 +25,6 @@ measurements, which keeps other load on the machine from biasing one engine.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import shlex
@@ -34,10 +32,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tlstm.contract import MANIFEST_FILE, X, input_for_output, state_input_name, state_name
+from tlstm.files import write_json_atomic
+from tlstm.progress import Progress
 
 ROOT = Path(__file__).resolve().parent.parent
 MATMUL_OPS = {"MatMul", "Gemm", "FusedMatMul", "MatMulNBits"}
@@ -69,7 +70,7 @@ def _feeds(session, states: dict[str, Any], batch: int, vocab: int, steps: int, 
     tokens = rng.integers(0, vocab, size=(steps, batch), dtype=np.int64)
     start = {}
     for info in session.get_inputs():
-        if info.name == "x":
+        if info.name == X:
             continue
         one = states[info.name]  # (1, *shape)
         start[info.name] = np.ascontiguousarray(np.repeat(one, batch, axis=0))
@@ -81,11 +82,11 @@ def _stream(session, tokens, start):
     outputs = [o.name for o in session.get_outputs()]
     feeds = dict(start)
     for row in tokens:
-        feeds["x"] = row
+        feeds[X] = row
         values = session.run(outputs, feeds)
         for name, value in zip(outputs, values, strict=True):
-            if name.startswith("state_") and name.endswith("_out"):
-                feeds[name[: -len("_out")] + "_in"] = value
+            if state_name(name) is not None:
+                feeds[input_for_output(name)] = value
 
 
 def worker_time(args: argparse.Namespace) -> dict[str, Any]:
@@ -200,73 +201,36 @@ def _flops(config, engine: str) -> float:
     return total + head
 
 
-def _export(model, engine: str, path: Path) -> tuple[list[str], tuple]:
-    """Write one engine's step graph as the package exporter does (dynamo export, then the
-    weight folding of export/tidy.py); return its state names and batch-1 start state.
+def _spec(model, engine: str):
+    """The package exporter's own spec of one engine's step graph: the simple path's ``step``
+    (the real step, then L-1 flush steps on a copy) or ``step_incremental``."""
+    from export.graphs import step_incremental_spec, step_spec
 
-    The simple path is the package's own ``step`` graph (export/graphs.py StepGraph:
-    the real step, then L-1 flush steps on a copy); the incremental one is IncrementalStep.
-    """
-    import torch
+    return step_spec(model) if engine == "naive" else step_incremental_spec(model)
 
-    from model.incremental import IncrementalStep, StaircaseLayout, staircase_from_state
-    from export.graphs import StepGraph, export_copy
-    from export.tidy import tidy_graph_file
+
+def _export_case(model, engine: str, stem: Path) -> tuple[Path, Path]:
+    """Export one engine's graph to ``stem``.onnx as the package exporter does (its graph spec,
+    ``export_graph`` and its verification against PyTorch), and its batch-1 start state to
+    ``stem``.npz (keyed by graph input name)."""
+    import numpy as np
+
+    from export.exporter import export_graph
+    from export.graphs import export_copy
+    from export.verify import compare_with_torch, verification_cases
+    from model.incremental import staircase_from_state
 
     frozen = export_copy(model)
-    cfg = frozen.config
-    if engine == "naive":
-        module, names, start = StepGraph(frozen), list(cfg.state_names), frozen.initial_state(1)
-    else:
-        module, names = IncrementalStep(frozen), list(StaircaseLayout.of(cfg).state_names)
-        start = staircase_from_state(frozen, frozen.initial_state(1))
-    batch = torch.export.Dim("B", min=1, max=4096)
-    x = torch.zeros(2, dtype=torch.long)
-    example = tuple(t.expand(2, *t.shape[1:]).contiguous() for t in start)
-    # The exporter reports its progress on stdout and warns about unused names: keep the table clean.
-    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module.eval(), (x, example), str(path), dynamo=True, verbose=False,
-            input_names=["x"] + [f"state_{n}_in" for n in names],
-            output_names=["logits"] + [f"state_{n}_out" for n in names],
-            dynamic_shapes=({0: batch}, tuple({0: batch} for _ in names)),
-        )
-        tidy_graph_file(path)
-    return names, start
-
-
-def _verify(model, graphs: dict[str, Path], starts: dict[str, tuple], names: dict[str, list[str]]) -> float:
-    """Both graphs against PyTorch's simple path over a few characters; the max difference."""
-    import numpy as np
-    import onnxruntime as ort
-    import torch
-
-    worst = 0.0
-    tokens = torch.randint(0, model.config.input_size, (5, 2), generator=torch.Generator().manual_seed(3))
-    with torch.no_grad():
-        expected, state = [], model.initial_state(2)
-        for row in tokens:
-            logits, state = model.predict_next(row, state)
-            expected.append(logits.numpy())
-    for engine, path in graphs.items():
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        feeds = {f"state_{n}_in": np.repeat(t.numpy(), 2, axis=0) for n, t in zip(names[engine], starts[engine], strict=True)}
-        for row, want in zip(tokens, expected, strict=True):
-            out = session.run(None, {"x": row.numpy(), **feeds})
-            feeds = {f"state_{n}_in": v for n, v in zip(names[engine], out[1:], strict=True)}
-            worst = max(worst, float(np.abs(out[0] - want).max()))
-    return worst
-
-
-def _export_case(model, engine: str, stem: Path) -> tuple[Path, Path, list[str], tuple]:
-    """Export one engine's graph to ``stem``.onnx and its batch-1 start state to ``stem``.npz."""
-    import numpy as np
-
+    spec = _spec(frozen, engine)
     graph, states = stem.with_suffix(".onnx"), stem.with_suffix(".npz")
-    names, start = _export(model, engine, graph)
-    np.savez(states, **{f"state_{n}_in": t.numpy() for n, t in zip(names, start, strict=True)})
-    return graph, states, names, start
+    export_graph(spec, graph)
+    result = compare_with_torch(spec, graph, model, verification_cases(spec, 8), np.random.default_rng(3))
+    if result["max_difference"] > 1e-4:
+        raise RuntimeError(f"{graph.name}: the exported graph differs from PyTorch by {result['max_difference']:.3g}")
+    start = frozen.initial_state(1) if engine == "naive" else staircase_from_state(frozen, frozen.initial_state(1))
+    names = [state_input_name(state_name(n) or "") for n in spec.inputs if state_name(n) is not None]
+    np.savez(states, **{n: t.numpy() for n, t in zip(names, start, strict=True)})
+    return graph, states
 
 
 def _cases(args: argparse.Namespace, workdir: Path) -> list[Case]:
@@ -282,17 +246,19 @@ def _cases(args: argparse.Namespace, workdir: Path) -> list[Case]:
             tensor_size=depth * (args.kernel // 2), order=args.order, kernel_size=args.kernel,
         )
         specs.append((f"D{args.order} K{args.kernel} L={cfg.depth}", cfg))
-    manifest = Path(args.chars) / "manifest.json" if args.chars else None
+    manifest = Path(args.chars) / MANIFEST_FILE if args.chars else None
     if manifest and manifest.is_file():
-        package = json.loads(manifest.read_text())
-        cfg = TLSTMConfig.from_dict(package["config"])
+        from service.package import read_manifest
+
+        package = read_manifest(Path(args.chars))
+        cfg = TLSTMConfig.from_dict(package.config)
         if cfg.input_type == "tokens":
             name = f"{Path(args.chars).name} package L={cfg.depth}"
             specs.append((name, cfg))
             own = {"shipped": "step", "shipped_incremental": "step_incremental"}
-            files = {engine: Path(args.chars) / package["graphs"][graph]["file"]
-                     for engine, graph in own.items() if graph in package.get("graphs", {})}
-            if package.get("precision", "float32") == "float32":
+            files = {engine: Path(args.chars) / package.graphs[graph].file
+                     for engine, graph in own.items() if graph in package.graphs}
+            if package.precision == "float32":
                 shipped[name] = {engine: path for engine, path in files.items() if path.is_file()}
         else:
             _log(f"note: {args.chars} reads features, not characters; left out")
@@ -303,14 +269,11 @@ def _cases(args: argparse.Namespace, workdir: Path) -> list[Case]:
     cases = []
     for index, (name, cfg) in enumerate(specs):
         model = build_model(cfg).eval()
-        graphs, states, starts, names = {}, {}, {}, {}
+        graphs, states = {}, {}
         for engine in ("naive", "incremental"):
             t0 = time.perf_counter()
-            graphs[engine], states[engine], names[engine], starts[engine] = _export_case(model, engine, workdir / f"case{index}_{engine}")
-            _log(f"exported {name} {engine} ({time.perf_counter() - t0:.0f} s)")
-        worst = _verify(model, graphs, starts, names)
-        if worst > 1e-4:
-            raise RuntimeError(f"{name}: the exported graphs differ from PyTorch by {worst:.3g}")
+            graphs[engine], states[engine] = _export_case(model, engine, workdir / f"case{index}_{engine}")
+            _log(f"exported and verified {name} {engine} ({time.perf_counter() - t0:.0f} s)")
         flops = {engine: _flops(cfg, engine) for engine in graphs}
         for engine, path in shipped.get(name, {}).items():  # the package's own graphs (same state names)
             graphs[engine], states[engine] = path, states["incremental" if engine == "shipped_incremental" else "naive"]
@@ -352,7 +315,7 @@ def _diagnose(case: Case, batch: int, seconds: float, args: argparse.Namespace, 
     from model import build_model
 
     small = build_model(case.config.replace(channels=8)).eval()
-    graph, states, _, _ = _export_case(small, "incremental", workdir / "overhead_probe")
+    graph, states = _export_case(small, "incremental", workdir / "overhead_probe")
     timing = ["--states", str(states), "--batch", str(batch), "--vocab", str(case.config.input_size)]
     floor = min(
         _run_worker("time", args.threads, ["--graph", str(graph), *timing, "--steps", str(args.steps), "--repeats", str(args.repeats)])[
@@ -380,42 +343,18 @@ def _diagnose(case: Case, batch: int, seconds: float, args: argparse.Namespace, 
     )
 
 
-class _Progress:
-    """tqdm on a terminal when it is installed, plain log lines otherwise."""
-
-    def __init__(self, total: int) -> None:
-        self.total, self.done, self.bar = total, 0, None
-        if sys.stderr.isatty():
-            try:
-                from tqdm import tqdm
-            except ImportError:
-                pass
-            else:
-                self.bar = tqdm(total=total, desc="timing")
-
-    def step(self, message: str) -> None:
-        self.done += 1
-        if self.bar is not None:
-            self.bar.update()
-        else:
-            _log(f"[{self.done}/{self.total}] {message}")
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def parent(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_incremental_") as tmp:
         cases = _cases(args, Path(tmp))
         jobs = [(c, e, b) for c in cases for b in args.batches for e in c.graphs]
         results: dict[tuple[str, str, int], float] = {}
         peak = 0.0
-        progress = _Progress(args.rounds * (len(jobs) + 1))
+        progress = Progress(args.rounds * (len(jobs) + 1), desc="timing")
         for round_index in range(args.rounds):
             flops = _run_worker("peak", args.threads, ["--repeats", str(args.repeats)])["flops_per_second"]
             peak = max(peak, flops)
-            progress.step(f"round {round_index + 1}: sgemm {flops / 1e9:.1f} GFLOP/s")
+            progress.update()
+            progress.message(f"round {round_index + 1}: sgemm {flops / 1e9:.1f} GFLOP/s")
             for case, engine, batch in jobs:
                 extra = [
                     "--graph", str(case.graphs[engine]), "--states", str(case.states[engine]), "--batch", str(batch),
@@ -424,7 +363,8 @@ def parent(args: argparse.Namespace) -> int:
                 seconds = _run_worker("time", args.threads, extra)["seconds_per_char"]
                 key = (case.name, engine, batch)
                 results[key] = min(results.get(key, float("inf")), seconds)
-                progress.step(f"round {round_index + 1}: {case.name} {engine} batch {batch}: {seconds * 1e6:.0f} us/char")
+                progress.update()
+                progress.message(f"round {round_index + 1}: {case.name} {engine} batch {batch}: {seconds * 1e6:.0f} us/char")
         progress.close()
 
         rows, notes = [], []
@@ -464,21 +404,8 @@ def parent(args: argparse.Namespace) -> int:
     command = " ".join(shlex.quote(a) for a in [Path(sys.executable).name, "bench/bench_incremental.py", *sys.argv[1:]])
     print(f"\nreproduce: {command}")
     if args.json:
-        _write_json(Path(args.json), {"peak_flops": peak, "rows": rows, "notes": notes, "command": command})
+        write_json_atomic(Path(args.json), {"peak_flops": peak, "rows": rows, "notes": notes, "command": command})
     return 0
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write atomically: a temporary file in the same directory, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _positive(text: str) -> int:

@@ -95,11 +95,11 @@ def export_stand_ins(out: Path) -> None:
     """Untrained packages shaped like the default models (phase ``export``)."""
     import torch
 
+    from export.exporter import export_package
     from model import variant_config
     from model.variants import build_model
     from training.checkpoint import Checkpoint
     from training.default_models import DEFAULT_MODELS
-    from export.exporter import export_package
 
     torch.manual_seed(0)
     vocab = list(string.printable)
@@ -123,9 +123,11 @@ def phase_torch(args: argparse.Namespace) -> dict[str, Any]:
     from model.incremental import incremental_step, staircase_from_state
 
     torch.set_num_threads(1)
-    manifest = json.loads((args.models / "chars" / "manifest.json").read_text())
-    model = build_model(TLSTMConfig.from_dict(manifest["config"])).eval()  # same shapes; speed ignores weights
-    vocab = manifest["vocab"]
+    from service.package import read_manifest
+
+    manifest = read_manifest(args.models / "chars")
+    model = build_model(TLSTMConfig.from_dict(manifest.config)).eval()  # same shapes; speed ignores weights
+    vocab = list(manifest.vocab or ())
     count = int(1000 * args.scale)
     results: dict[str, Any] = {"torch_threads": torch.get_num_threads()}
     steps = {

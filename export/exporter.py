@@ -166,6 +166,8 @@ def export_graph(spec: Any, path: Path) -> None:
                 external_data=False,
                 verbose=False,
             )
+            if program is None:  # only without dynamo; kept explicit for the type checker
+                raise ExportError(f"{spec.file}: torch.onnx.export returned no program")
             program.save(str(path))
         except Exception as exc:
             tail = chatter.getvalue().strip()[-2000:]
@@ -285,7 +287,7 @@ def export_package(
     fields = _task_fields(dict(checkpoint.task), config, max_length)
     frozen = export_copy(model)
     specs = graph_specs(frozen, fields["kind"])
-    seed = int(np.random.SeedSequence().entropy % (1 << 63)) if seed is None else seed
+    seed = int(np.random.SeedSequence().generate_state(2, np.uint64)[0] >> np.uint64(1)) if seed is None else seed
     rng = np.random.default_rng(seed)
     longest = max(fields["train_max_length"], fields["input"]["max_length"]) + 3
 
@@ -385,6 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     precision = "float16" if args.fp16 else "int8" if args.int8 else "float32"
     from training.checkpoint import CheckpointError
+
     from .verify import ExportVerificationError
 
     try:

@@ -59,9 +59,9 @@ from tlstm.contract import (
     STAIRCASE,
     STEP,
     STEP_INCREMENTAL,
-    X,
     Decoding,
     StateTensor,
+    X,
     state_input_name,
     state_output_name,
 )

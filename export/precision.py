@@ -28,6 +28,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from tlstm.contract import ALL_LOGITS, CLASSIFY, LENGTHS, LOGITS, PREFILL, X, state_input_name
+from training.tasks.base import IGNORE
 
 from .graphs import GraphSpec, mixed_lengths
 from .tidy import subgraphs
@@ -38,7 +39,6 @@ from .verify import (
     relative_difference,
     verification_cases,
 )
-from training.tasks.base import IGNORE
 
 _MIN_FP16_ELEMENTS = 16
 _VALIDATION_SIZE = 32
@@ -162,19 +162,24 @@ def task_validation_set(task: dict[str, Any], max_examples: int = _TASK_EXAMPLES
             data file is missing).
     """
     from training.tasks import build_task
+    from training.tasks.classification import SequenceClassificationTask
+    from training.tasks.lm import LanguageModelTask
+    from training.tasks.seq2seq import Seq2SeqTask
 
     built = build_task(task["name"], task.get("settings"), info=task.get("info"))
     source = f"the {task['name']!r} task's valid split"
-    if built.kind == "lm":
+    if isinstance(built, LanguageModelTask):
         stream = np.asarray(built.splits["valid"], dtype=np.int64)
         length = min(built.max_length, len(stream))
         count = max(1, min(max_examples, len(stream) // length))
         x = stream[: count * length].reshape(count, length)
         return ValidationSet(x=x, source=f"{source}: {count} segments of {length} symbols from a zero state")
-    if built.kind == "classifier":
+    if isinstance(built, SequenceClassificationTask):
         x, y = built.splits["valid"]
         return ValidationSet(x=np.ascontiguousarray(x[:max_examples], dtype=np.float32), labels=y[:max_examples],
                              source=f"{source}: first {min(max_examples, len(y))} examples")
+    if not isinstance(built, Seq2SeqTask):
+        raise ValueError(f"task {task['name']!r} of kind {built.kind!r}: no validation set can be built for it")
     x, y = built.split_arrays("valid")
     return ValidationSet(x=x[:max_examples].astype(np.int64), labels=y[:max_examples],
                          source=f"{source}: first {min(max_examples, len(y))} examples")
@@ -264,7 +269,7 @@ def reduce_precision(
             reduced[spec.name] = path
             differences[spec.name] = _difference(spec, reference[spec.name], path, rng)
         data = validation or _validation_for(fields, model, rng)
-        sizes = {
+        sizes: dict[str, float] = {
             "float32": sum(p.stat().st_size for p in reference.values()),
             precision: sum(p.stat().st_size for p in reduced.values()),
         }

@@ -35,8 +35,8 @@ from tlstm.contract import (
     STAIRCASE,
     STEP,
     STEP_INCREMENTAL,
-    X,
     TensorSpec,
+    X,
     input_for_output,
     state_input_name,
     state_name,
@@ -108,7 +108,7 @@ def graph_io(model: onnx.ModelProto) -> tuple[list[TensorSpec], list[TensorSpec]
     def specs(values: Iterable[onnx.ValueInfoProto]) -> list[TensorSpec]:
         out = []
         for value in values:
-            elem = value.type.tensor_type.elem_type
+            elem = int(value.type.tensor_type.elem_type)
             out.append(TensorSpec(value.name, _ONNX_DTYPES.get(elem, f"onnx type {elem}"), _dims(value)))
         return out
 

@@ -2,8 +2,8 @@
 
 A model defines ``cell(u, state) -> state`` (one step of the recurrence on a projected input
 ``u`` of shape (B, M)) and ``read_output(state) -> (B, M)`` (the hidden state at the output
-location). Everything else (whole sequences with the delayed output aligned, the flush,
-batches of different lengths, streaming with explicit state) is built here once.
+location). The run loop is here; the delayed output and the flush (aligned outputs, batches of
+different lengths, streaming with explicit state) are in :mod:`model.delay`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from . import delay
 from .config import TLSTMConfig
 
 State = tuple[Tensor, ...]
@@ -101,18 +102,12 @@ class RecurrentModel(nn.Module):
         return x @ self.w_x + self.b_x
 
     def project_padded(self, x: Tensor, lengths: Tensor | None) -> Tensor:
-        """Project a batch (B, T[, R]) -> (B, T, M), replacing inputs at t >= lengths[b] by the
-        flush input, so that padding is exactly the flush whatever the variant (LN included)."""
-        u = self.project(x)
-        if lengths is None:
-            return u
-        steps = torch.arange(x.shape[1], device=x.device)
-        real = steps.unsqueeze(0) < lengths.to(x.device).unsqueeze(1)  # (B, T)
-        return torch.where(real.unsqueeze(-1), u, self.b_x)
+        """(B, T[, R]) -> (B, T, M), padding fed the flush input (:func:`model.delay.project_padded`)."""
+        return delay.project_padded(self, x, lengths)
 
     def flush_input(self, batch_size: int) -> Tensor:
-        """The projected flush input: the zero vector projected, i.e. b^x. (B, M)"""
-        return self.b_x.expand(batch_size, -1)
+        """The projected flush input b^x, (B, M) (:func:`model.delay.flush_input`)."""
+        return delay.flush_input(self, batch_size)
 
     # ------------------------------------------------------------ per-model pieces
     def cell(self, u: Tensor, state: State) -> State:  # pragma: no cover - abstract
@@ -149,11 +144,7 @@ class RecurrentModel(nn.Module):
         Returns:
             logits (B, S), the prediction after x_t; the committed state after x_t alone.
         """
-        logits, committed = self.step(x_t, state)
-        lookahead = committed
-        for _ in range(self.delay):
-            logits, lookahead = self.step(None, lookahead)
-        return logits, committed
+        return delay.predict_next(self, x_t, state)
 
     # ------------------------------------------------------------ sequence API
     def run(
@@ -200,7 +191,7 @@ class RecurrentModel(nn.Module):
         Returns:
             (B, T, S) logits; the delay's flush steps run inside.
         """
-        return self.run(x, flush=self.delay).logits[:, self.delay :]
+        return delay.aligned_outputs(self, x)
 
     def classify(self, x: Tensor, lengths: Tensor) -> Tensor:
         """Each sequence's final output from a right-padded batch (spec section 7).
@@ -214,14 +205,4 @@ class RecurrentModel(nn.Module):
             the flush input all the same, which makes the result exact for LN too (whose
             whole-tensor statistics do see later inputs, see TLSTMConfig.is_causal).
         """
-        lengths = torch.as_tensor(lengths, device=x.device)
-        if lengths.dim() != 1 or lengths.shape[0] != x.shape[0]:
-            raise ValueError(f"lengths: expected shape ({x.shape[0]},), got {tuple(lengths.shape)}")
-        if lengths.numel() and (int(lengths.min()) < 1 or int(lengths.max()) > x.shape[1]):
-            raise ValueError(
-                f"lengths: expected values in [1, {x.shape[1]}], got "
-                f"[{int(lengths.min())}, {int(lengths.max())}]"
-            )
-        logits = self.run(x, flush=self.delay, lengths=lengths).logits  # (B, T+delay, S)
-        index = (lengths.long() - 1 + self.delay).view(-1, 1, 1).expand(-1, 1, logits.shape[-1])
-        return logits.gather(1, index).squeeze(1)
+        return delay.final_outputs(self, x, lengths)

@@ -60,6 +60,8 @@ from .incremental_band import (
     unflatten,
     windows,
 )
+from .indexing import at
+from .tlstm import TLSTM
 
 Staircase = tuple[Tensor, ...]
 
@@ -146,12 +148,19 @@ class StaircaseLayout:
         if not isinstance(staircase, tuple | list) or len(staircase) != len(self.state_names):
             got = len(staircase) if isinstance(staircase, tuple | list) else type(staircase).__name__
             raise ValueError(f"staircase: expected {len(self.state_names)} tensors {list(self.state_names)}, got {got}")
-        batch = staircase[0].shape[0] if isinstance(staircase[0], Tensor) and staircase[0].dim() else None
+        batch = int(staircase[0].shape[0]) if isinstance(staircase[0], Tensor) and staircase[0].dim() else -1
         for name, shape, tensor in zip(self.state_names, self.state_shapes, staircase, strict=True):
             if not isinstance(tensor, Tensor) or tuple(tensor.shape) != (batch, *shape):
-                got = tuple(tensor.shape) if isinstance(tensor, Tensor) else type(tensor).__name__
-                raise ValueError(f"staircase tensor {name!r}: expected shape {(batch, *shape)} (B first), got {got}")
-        return int(batch)
+                found = tuple(tensor.shape) if isinstance(tensor, Tensor) else type(tensor).__name__
+                raise ValueError(f"staircase tensor {name!r}: expected shape {(batch, *shape)} (B first), got {found}")
+        return batch
+
+
+def _exact_model(model: RecurrentModel) -> TLSTM:
+    """The model of an exact layout, which is always a tLSTM (see :func:`why_not_incremental`)."""
+    if not isinstance(model, TLSTM):
+        raise TypeError(f"incremental decoding runs a TLSTM, got {type(model).__name__}")
+    return model
 
 
 def _params(model: RecurrentModel) -> dict[str, Tensor]:
@@ -169,7 +178,7 @@ def _crop(state: State, start: int) -> State:
     return tuple(out)
 
 
-def _input_term(model: RecurrentModel, x: Tensor, corner: list[tuple[int, Tap]], locations: int) -> Tensor:
+def _input_term(model: TLSTM, x: Tensor, corner: list[tuple[int, Tap]], locations: int) -> Tensor:
     """The convolution's terms that read u_t (H^cat row 0) at the committed level's band:
     (B, N_0, G), zero at locations that do not read it.
 
@@ -181,7 +190,7 @@ def _input_term(model: RecurrentModel, x: Tensor, corner: list[tuple[int, Tap]],
     u = None if model.config.input_type == "tokens" else model.project(x.unsqueeze(1)).squeeze(1)  # (B, M)
     terms: dict[int, Tensor] = {}
     for index, tap in corner:
-        w = model.w_h[(slice(None), slice(None), *tap)].T  # (M, G)
+        w = model.w_h[at(slice(None), slice(None), *tap)].T  # (M, G)
         term = ((model.w_x + model.b_x) @ w)[x] if u is None else u @ w  # (B, G)
         terms[index] = terms[index] + term if index in terms else term
     pieces: list[Tensor] = []
@@ -199,13 +208,18 @@ def _input_term(model: RecurrentModel, x: Tensor, corner: list[tuple[int, Tap]],
     return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
 
 
-def advance(model: RecurrentModel, layout: StaircaseLayout, x: Tensor, staircase: Staircase) -> tuple[Tensor, Staircase]:
+def advance(model: TLSTM, layout: StaircaseLayout, x: Tensor, staircase: Staircase) -> tuple[Tensor, Staircase]:
     """The incremental step, without argument checks (exportable).
 
     The convolution taps that read a band's own location or those after it (``split_taps``'
     forward taps) only read values known before the step (the committed state for level 0, the
     kept cone of old level j for level j), so they run for all levels in one matrix multiply;
     the taps towards the input then run level after level, each reading the level just built.
+
+    Comments mark which lines are the spec's arithmetic and which only choose a cheaper way to
+    the same numbers (fewer, larger ONNX nodes): "[arithmetic]" lines compute a_t, the gates
+    and the state update exactly as the reference does; "[node count]" branches pick between
+    equal computations by the shape of the graph they export to.
 
     Args:
         model: a TLSTM whose layout is exact.
@@ -227,6 +241,8 @@ def advance(model: RecurrentModel, layout: StaircaseLayout, x: Tensor, staircase
 
     # Forward taps: level 0 reads the committed state, level j >= 1 the level before it at
     # locations from starts[j] on, which are the kept cone of old level j.
+    # [node count] every level's forward-tap windows in one gather and one matrix multiply,
+    # instead of one per level; [arithmetic] a = H^cat windows @ W^h + b^h (spec step 2).
     known = gather_windows([level[0] for level in old], list(layout.starts), rects, k, forward_taps)  # (B, N, taps*M)
     a_known = known @ tap_weight(model.w_h, forward_taps) + model.b_h  # (B, N, G)
     a_known_levels = torch.split(a_known, [sum(rect_size(r) for r in band) for band in rects], dim=1)
@@ -234,8 +250,9 @@ def advance(model: RecurrentModel, layout: StaircaseLayout, x: Tensor, staircase
 
     # Backward taps of level 0: u_{t+1} (H^cat row 0), and the committed state where they reach it.
     state_reads, corner = input_reads(rects[0], backward_taps, k, p)
+    # [arithmetic] the input row of H^cat enters through the taps that reach it
     a_t = a_known_levels[0] + _input_term(model, x, corner, a_known_levels[0].shape[1])
-    if state_reads:
+    if state_reads:  # [node count] the window is built only where a backward tap reaches the state
         a_t = a_t + windows(old[0][0], 0, rects[0], k, backward_taps) @ w_backward
     h_band: Tensor | None = None  # the band just built, (B, N_j, M)
     h_level, c_level = old[0][0], (old[0][1] if lstm else None)  # the level just built (level 0 reads the committed state)
@@ -243,16 +260,19 @@ def advance(model: RecurrentModel, layout: StaircaseLayout, x: Tensor, staircase
     for j in range(levels):
         source_origin = layout.starts[j - 1] if j else 0
         if j > 0:  # backward taps of level j read level j-1, just built
+            # [node count] where the window is the band itself (D=2, K=2 or 3), no gather;
+            # otherwise the general window gather. Both give the same values.
             if h_band is not None and reads_band(rects[j], backward_taps, k, rects[j - 1]):
-                back = h_band  # the window is the band itself (D=2, K=2 or 3)
+                back = h_band
             else:
                 back = windows(h_level, source_origin, rects[j], k, backward_taps)
-            a_t = a_known_levels[j] + back @ w_backward  # (B, N_j, G)
+            a_t = a_known_levels[j] + back @ w_backward  # (B, N_j, G)  [arithmetic]
+        # [arithmetic] gates, memory-cell convolution, normalisation and the state update
         h_band, c_band = finish_band(cfg, params, rects[j], a_t, c_level, source_origin)
         kept = old[j + 1] if j + 1 < levels else (None, None)
         h_level = assemble(d, unflatten(h_band, rects[j]), kept[0])  # (B, n_j[, n_j], M)
         new.append(h_level)
-        if lstm:
+        if lstm and c_band is not None:
             c_level = assemble(d, unflatten(c_band, rects[j]), kept[1])
             new.append(c_level)
     h_out = new[-2 if lstm else -1]  # level L-1: the output location alone, (B, 1[, 1], M)
@@ -330,7 +350,7 @@ def incremental_step(model: RecurrentModel, x_t: Tensor, staircase: Staircase) -
     if not layout.exact:
         logits, committed = model.predict_next(x_t, tuple(staircase))
         return logits, committed
-    h_out, new = advance(model, layout, x_t, tuple(staircase))
+    h_out, new = advance(_exact_model(model), layout, x_t, tuple(staircase))
     return model.head(h_out), new
 
 
@@ -401,7 +421,7 @@ class IncrementalStep(nn.Module):
         if not self.layout.exact:
             logits, committed = self.model.predict_next(x, staircase)
             return (logits, *committed)
-        h_out, new = advance(self.model, self.layout, x, staircase)
+        h_out, new = advance(_exact_model(self.model), self.layout, x, staircase)
         return (self.model.head(h_out), *new)
 
 

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .config import TLSTMConfig
+from .indexing import at
 from .reference import EPS
 
 Rect = tuple[tuple[int, int], ...]
@@ -84,7 +85,7 @@ def split_taps(order: int, kernel_size: int) -> tuple[list[Tap], list[Tap]]:
 def tap_weight(w_h: Tensor, taps: list[Tap]) -> Tensor:
     """The convolution weight of some taps as one matrix: (G, M, K[, K]) -> (len(taps)*M, G),
     rows ordered tap by tap as ``windows`` orders its channels."""
-    return torch.cat([w_h[(slice(None), slice(None), *tap)].T for tap in taps], dim=0)
+    return torch.cat([w_h[at(slice(None), slice(None), *tap)].T for tap in taps], dim=0)
 
 
 def _narrow(x: Tensor, origin: int, rect: Rect, offsets: Tap) -> Tensor:

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from .config import TLSTMConfig
+from .indexing import at
 
 EPS = 1e-5
 
@@ -68,9 +69,9 @@ def reference_step(cfg: TLSTMConfig, params: dict[str, Tensor], u: Tensor, state
             row = tuple(pi + oi for pi, oi in zip(p, o, strict=True))
             if all(0 <= r <= p_size for r in row):
                 kernel_index = tuple(oi - first for oi in o)
-                w = w_h[(slice(None), slice(None), *kernel_index)]  # (G, M)
-                acc = acc + hcat[(slice(None), *row)] @ w.T
-        a_t[(slice(None), *(pi - 1 for pi in p))] = acc
+                w = w_h[at(slice(None), slice(None), *kernel_index)]  # (G, M)
+                acc = acc + hcat[at(slice(None), *row)] @ w.T
+        a_t[at(slice(None), *(pi - 1 for pi in p))] = acc
 
     # Section 4: normalization of A_t (before the nonlinearities).
     if cfg.norm != "none":
@@ -95,9 +96,9 @@ def reference_step(cfg: TLSTMConfig, params: dict[str, Tensor], u: Tensor, state
             acc = u.new_zeros(batch, m)
             for j, o in enumerate(itertools.product(offs, repeat=loc_dims)):
                 src = tuple(min(max(pi + oi, 1), p_size) - 1 for pi, oi in zip(p, o, strict=True))
-                weight = q[(slice(None), *(pi - 1 for pi in p), j)]  # (B,)
-                acc = acc + weight[:, None] * c_prev[(slice(None), *src)]
-            c_conv[(slice(None), *(pi - 1 for pi in p))] = acc
+                weight = q[at(slice(None), *(pi - 1 for pi in p), j)]  # (B,)
+                acc = acc + weight[:, None] * c_prev[at(slice(None), *src)]
+            c_conv[at(slice(None), *(pi - 1 for pi in p))] = acc
     else:
         c_conv = c_prev  # tLSTM-M
 

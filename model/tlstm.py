@@ -26,6 +26,8 @@ class TLSTM(RecurrentModel):
         torch.Size([2, 5, 10])
     """
 
+    clamp_index: Tensor  # (P + K - 1,) the memory-cell convolution's clamped source rows
+
     def __init__(self, config: TLSTMConfig) -> None:
         if config.arch != "tlstm":
             raise ValueError(

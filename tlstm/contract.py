@@ -403,7 +403,7 @@ class Manifest:
         else:
             committed, staircase, decoding = cls._state_v2(data, graphs, where)
         manifest = cls(
-            name=data.get("name") if isinstance(data.get("name"), str) else "",
+            name=data["name"] if isinstance(data.get("name"), str) else "",
             kind=kind,
             config=dict(config),
             depth=depth,

@@ -1,7 +1,7 @@
 """``tlstm train``, ``tlstm eval`` and ``tlstm viz``.
 
     tlstm train TASK [task options] [model/optimizer/budget options] --out RUN
-    tlstm train --resume RUN [--max-steps N] [--max-time S] [--device D] [--threads N]
+    tlstm train --resume RUN [--max-steps N] [--max-time S] [--device D] [--threads N] [--fused F]
     tlstm eval RUN|CHECKPOINT [--split test|valid] [--data PATH]
     tlstm viz RUN|CHECKPOINT [--out PNG] [--index I] [--data PATH]
 
@@ -18,7 +18,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from model import variant_names
 
@@ -32,7 +32,7 @@ EXIT_INTERRUPTED = 130
 class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of exiting, so the *_main functions return codes."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise _UsageError(f"{self.prog}: error: {message}\n\n{self.format_usage()}")
 
 
@@ -66,6 +66,8 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     run.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    run.add_argument("--fused", choices=["auto", "on", "off"], default="auto",
+                     help="fused Triton step on CUDA: auto (where supported), on (required), off (default auto)")
     model = parser.add_argument_group("model")
     model.add_argument("--variant", default="tlstm-2d", choices=variant_names(), metavar="NAME",
                        help=f"one of {', '.join(variant_names())} (default tlstm-2d)")
@@ -106,10 +108,11 @@ def resume_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-time", type=float, default=None, metavar="SECONDS", help="a new wall-clock budget")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--fused", choices=["auto", "on", "off"], default=None)
     return parser
 
 
-_TRAIN_KEYS = ("seed", "device", "threads", "variant", "depth", "channels", "batch_size", "lr", "clip", "max_steps",
+_TRAIN_KEYS = ("seed", "device", "threads", "fused", "variant", "depth", "channels", "batch_size", "lr", "clip", "max_steps",
                "max_time", "eval_every", "eval_limit", "eval_batch_size", "patience", "checkpoint_every", "log_every")
 
 
@@ -149,7 +152,8 @@ def train_main(argv: list[str]) -> int:
     try:
         if resuming:
             run_dir = Path(args.resume)
-            config = resume_config(run_dir, max_steps=args.max_steps, max_time=args.max_time, device=args.device, threads=args.threads)
+            config = resume_config(run_dir, max_steps=args.max_steps, max_time=args.max_time, device=args.device, threads=args.threads,
+                                   fused=args.fused)
         else:
             run_dir = Path(args.out)
             config = _config_from_args(args)

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from fastapi import Request
 
 from ..engine.engine import ServedModel
+from ..engine.errors import ModelNotFound
 from ..lifecycle import Service
 from .errors import APIError, from_engine, not_ready, shutting_down
 
@@ -68,8 +69,8 @@ def serving_model(service: Service, name: str, kind: str) -> ServedModel:
         raise not_ready()
     try:
         served = service.engine.model(name)
-    except LookupError as exc:
-        raise from_engine(exc) from None  # type: ignore[arg-type]
+    except ModelNotFound as exc:
+        raise from_engine(exc) from None
     if served.kind != kind:
         what = {"lm": "a language model", "classifier": "a classifier"}
         raise APIError(

@@ -21,7 +21,6 @@ from export.exporter import _print_summary
 from export.verify import ExportVerificationError, compare_incremental_stream
 from model.incremental import StaircaseLayout, incremental_step, staircase_from_state
 from service.package import PackageError, load_package
-from tlstm.contract import GRAPH_STATE, NO_INCREMENTAL
 from tests.graph_runs import (
     initial_state,
     run_prefill,
@@ -29,6 +28,8 @@ from tests.graph_runs import (
     run_step,
     run_step_incremental,
 )
+from tests.manifests import as_version_1
+from tlstm.contract import NO_INCREMENTAL
 
 from .conftest import MAX_LENGTH, VARIANTS, assert_close, draw_inputs
 
@@ -170,25 +171,6 @@ def _edit_manifest(path: Path, edit) -> None:
     manifest = _manifest(path)
     edit(manifest)
     (path / "manifest.json").write_text(json.dumps(manifest))
-
-
-def as_version_1(manifest: dict) -> None:
-    """Rewrite a manifest in format version 1, which listed the state in three places: the
-    top-level ``state`` (committed), each graph's ``state``/``state_out`` names and
-    ``decoding.incremental.state`` (the staircase); ``decoding.simple`` was written too."""
-    state = manifest.pop("state")
-    names = {which: [e["name"] for e in entries] for which, entries in state.items()}
-    manifest["format_version"] = 1
-    manifest["state"] = state["committed"]
-    for graph, entry in manifest["graphs"].items():
-        reads, returns = GRAPH_STATE[graph]
-        entry["state"] = names.get(reads, [])
-        if returns != reads:
-            entry["state_out"] = names[returns]
-    prefill = "prefill" if "prefill" in manifest["graphs"] else None
-    manifest["decoding"]["simple"] = {"available": True, "step": "step", "prefill": prefill}
-    if manifest["decoding"]["incremental"]["available"]:
-        manifest["decoding"]["incremental"]["state"] = state["staircase"]
 
 
 def test_a_version_1_package_loads_and_decodes_incrementally(packages, tmp_path):

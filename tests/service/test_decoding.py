@@ -34,6 +34,7 @@ from tests.graph_runs import (
     run_step,
     run_step_incremental,
 )
+from tests.manifests import as_version_1
 
 from .conftest import Packages
 from .live import ROOT
@@ -233,6 +234,7 @@ def test_a_package_without_incremental_graphs_is_served_the_simple_way(tmp_path,
     models = tmp_path / "models"
     path = Path(shutil.copytree(packages.root / "chars", models / "chars"))
     manifest = json.loads((path / "manifest.json").read_text())
+    as_version_1(manifest)
     for graph in ("step_incremental", "staircase"):
         del manifest["graphs"][graph], manifest["files"][f"{graph}.onnx"]
         (path / f"{graph}.onnx").unlink()
@@ -252,8 +254,9 @@ def test_the_shipped_character_model_decodes_incrementally():
     """models/chars (as `make models` exports it) carries the incremental graphs, and they
     stream the same predictions as its step.onnx."""
     package = load_package(ROOT / "models" / "chars")
-    assert package.incremental is not None and package.incremental["step"] == "step_incremental"
-    ids = np.array([package.vocab.index(c) for c in "def main():\n    return 0\n"], dtype=np.int64)
+    assert package.manifest.decoding.incremental and "step_incremental" in package.sessions
+    vocab = list(package.manifest.vocab or ())
+    ids = np.array([vocab.index(c) for c in "def main():\n    return 0\n"], dtype=np.int64)
     simple_state, staircase = None, None
     for token in ids:
         simple, simple_state = run_step(package, token[None], simple_state)

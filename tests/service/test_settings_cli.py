@@ -11,10 +11,11 @@ import onnxruntime
 import pytest
 from pydantic import ValidationError
 
-from service import cli, server
+from service import server
 from service.engine.errors import StartupError
 from service.engine.runtime import import_onnxruntime
 from service.settings import Settings, get_settings
+from tlstm import cli
 
 from .live import ROOT
 
