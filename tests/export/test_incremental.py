@@ -211,7 +211,8 @@ def test_a_package_from_before_incremental_decoding_still_loads(packages, tmp_pa
         (lambda m: m["decoding"]["incremental"].update(step="nope"),
          "decoding.incremental.step: graph 'nope' is not in the package's graphs"),
         (lambda m: m["state"]["staircase"].pop(),
-         "graph 'step_incremental' has state inputs [('state_h_in', [3, 4]), ('state_c_in', [3, 4]), ('state_h_ahead1_in', [2, 4])"),
+         "but the package's staircase state is [('state_h_in', [3, 4]), ('state_c_in', [3, 4]), "
+         "('state_h_ahead1_in', [2, 4]), ('state_c_ahead1_in', [2, 4]), ('state_h_ahead2_in', [1, 4])]"),
         (lambda m: m["state"]["staircase"][2].update(shape=[3, 4]),
          "but the package's staircase state is [('state_h_in', [3, 4]), ('state_c_in', [3, 4]), ('state_h_ahead1_in', [3, 4])"),
         (lambda m: m["state"].pop("staircase"), "state.staircase: expected a list of {name, shape}, got NoneType"),
