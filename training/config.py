@@ -10,6 +10,7 @@ from model import TLSTMConfig, variant_config, variant_names
 from model.config import dataclass_from_dict
 
 DEVICES = ("auto", "cpu", "cuda")
+FUSED = ("auto", "on", "off")  # model.kernels.FUSED_SETTINGS
 
 
 def _positive_int(name: str, value: Any, allow_none: bool = False) -> None:
@@ -43,6 +44,9 @@ class TrainConfig:
         seed: initialisation and data-order seed.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         threads: torch intra-op threads; None leaves torch's default.
+        fused: the fused Triton step (``model.kernels``) for CUDA training: ``auto`` uses it
+            where supported (a CUDA device and a supported variant), ``on`` requires it (an
+            error otherwise), ``off`` never. The CPU never uses it.
     """
 
     task: str
@@ -65,6 +69,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
+    fused: str = "auto"
 
     def __post_init__(self) -> None:
         from .tasks import TASK_NAMES
@@ -87,6 +92,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.max_time: expected a positive number of seconds or None, got {self.max_time!r}")
         if self.device not in DEVICES:
             raise ValueError(f"TrainConfig.device: expected one of {list(DEVICES)}, got {self.device!r}")
+        if self.fused not in FUSED:
+            raise ValueError(f"TrainConfig.fused: expected one of {list(FUSED)}, got {self.fused!r}")
         reserved = {"input_size", "output_size", "input_type", "channels"} & set(self.model_options)
         if reserved:
             raise ValueError(

@@ -33,13 +33,14 @@ import torch
 from torch import nn
 
 from model import RecurrentModel, build_model
+from model.kernels import FusedTLSTM, resolve_fused
+from tlstm.progress import Progress
 from tlstm.version import code_version
 
 from . import runlog
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import DistContext, setup
-from tlstm.progress import Progress
 from .tasks import Batch, Task, build_task
 
 TARGET = 0.99  # "training samples seen until 99%" is recorded for accuracy metrics
@@ -160,7 +161,9 @@ class Trainer:
         if config.batch_size % self.ctx.world:
             raise ValueError(f"batch size {config.batch_size} is not divisible by the {self.ctx.world} processes")
         torch.manual_seed(config.seed)
-        self.model = build_model(self.model_config).to(self.ctx.device)
+        # The fused Triton step on CUDA for supported variants (model.kernels); same parameters.
+        self.fused, self.fused_reason = resolve_fused(config.fused, self.model_config, self.ctx.device)
+        self.model = (FusedTLSTM if self.fused else build_model)(self.model_config).to(self.ctx.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.state = TrainerState()
         self.carry: Any = None
@@ -226,6 +229,7 @@ class Trainer:
             "task": {k: task[k] for k in ("name", "kind", "input", "metric", "settings")},
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "world_size": self.ctx.world,
+            "fused_step": {"used": self.fused, "reason": self.fused_reason},
             "code_version": code_version(),
         }
 
