@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # The CPU wheel of torch; a bare `torch` would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv test test-docker serve models lint bench bench-service bench-incremental clean
+.PHONY: venv test test-docker test-browser screenshots serve models lint bench bench-service bench-incremental clean
 
 venv: $(STAMP)
 
@@ -19,7 +19,19 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: venv
-	$(PY) -m pytest tests --ignore=tests/docker
+	$(PY) -m pytest tests --ignore=tests/docker --ignore=tests/browser
+
+# The playground in headless Chromium over a live server (Debian's chromium and chromium-driver,
+# installed by the script when missing; Selenium comes with the dev extra). Here a missing
+# browser fails the run instead of skipping the tests.
+test-browser: venv
+	bash scripts/install-browser.sh
+	TLSTM_TEST_BROWSER=required $(PY) -m pytest tests/browser
+
+# The README's screenshots of the playground on the shipped models (docs/img/playground_*.png).
+screenshots: venv
+	bash scripts/install-browser.sh
+	$(PY) -m tests.browser.screenshots --models models --out docs/img
 
 test-docker: venv
 	bash docker/test-docker.sh

@@ -47,7 +47,7 @@ from .graphs import GraphSpec, draw_state, draw_x
 
 FLOAT32_TOLERANCE = 1e-4
 
-_ONNX_DTYPES = {
+_ONNX_DTYPES: dict[int, str] = {
     onnx.TensorProto.INT64: "int64",
     onnx.TensorProto.FLOAT: "float32",
     onnx.TensorProto.FLOAT16: "float16",

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 
 from .api import classify, completions, health, metrics, models, websocket
 from .api.errors import install_error_handlers
+from .api.playground import install_playground
 from .engine.engine import Engine
 from .lifecycle import Service
 from .middleware import BodyLimit, RequestMetrics
@@ -81,6 +82,7 @@ def create_app(
     install_error_handlers(app)
     for router in (completions.router, models.router, classify.router, websocket.router, health.router, metrics.router):
         app.include_router(router)
+    install_playground(app)  # the page at / and its files under /static (not in the OpenAPI document)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(
         RequestMetrics,

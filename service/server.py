@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import socket
 import sys
@@ -28,7 +29,9 @@ from pydantic import ValidationError
 
 from .engine.engine import Engine, EngineConfig
 from .engine.errors import StartupError
+from .engine.state_token import install_log_redaction
 from .metrics import Metrics
+from .scale.replica import ReplicaHeader, default_replica_name
 from .settings import Settings, get_settings
 
 log = logging.getLogger("tlstm.service")
@@ -45,6 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, help="TCP port (TLSTM_PORT, default: 8000; 0 picks a free one)")
     parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"],
                         help="log level (TLSTM_LOG_LEVEL, default: info)")
+    scale = parser.add_argument_group("Ray Serve (needs tlstm[ray]; see deploy/ray/README.md)")
+    scale.add_argument("--ray", action="store_true",
+                       help="serve through Ray Serve: a local Ray instance, or the cluster --address/RAY_ADDRESS names")
+    count = scale.add_mutually_exclusive_group()
+    count.add_argument("--replicas", type=int, metavar="N", help="replicas, one engine each (default 1)")
+    count.add_argument("--autoscale", metavar="MIN:MAX", help="let Serve's autoscaler keep MIN to MAX replicas")
+    scale.add_argument("--address", help="the Ray cluster to join (default: RAY_ADDRESS, else a local instance)")
+    scale.add_argument("--target-ongoing-requests", type=float, metavar="R",
+                       help="with --autoscale: ongoing requests per replica the autoscaler aims at "
+                       "(default TLSTM_MAX_STREAMS / 4)")
+    scale.add_argument("--num-cpus", type=float, default=1.0, metavar="C", help="Ray CPUs per replica (default 1)")
     return parser
 
 
@@ -91,6 +105,17 @@ def _find_service(app: Any) -> Any:
     return None
 
 
+# A WebSocket URL may carry a state token (?state=...: a few kilobytes, 9 KB for the default
+# chars model), longer than the 8 KiB request line the websockets library accepts by default.
+WEBSOCKET_LINE_BYTES = 65536
+
+
+def allow_long_websocket_urls() -> None:
+    """Let the websockets library read request lines up to :data:`WEBSOCKET_LINE_BYTES`
+    (its documented environment setting; read when uvicorn loads its WebSocket protocol)."""
+    os.environ.setdefault("WEBSOCKETS_MAX_LINE_LENGTH", str(WEBSOCKET_LINE_BYTES))
+
+
 def serve(settings: Settings) -> int:
     """Load, then serve until stopped. Returns the exit status."""
     from .app import create_app
@@ -105,8 +130,9 @@ def serve(settings: Settings) -> int:
         engine.stop()
         return 2
     app = create_app(settings, engine=engine)
+    allow_long_websocket_urls()
     config = uvicorn.Config(
-        app,
+        ReplicaHeader(app, default_replica_name()),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -114,6 +140,7 @@ def serve(settings: Settings) -> int:
         timeout_graceful_shutdown=max(1, int(min(5.0, 0.3 * settings.shutdown_grace_s))),
         ws_max_size=settings.max_body_bytes,
     )
+    install_log_redaction()  # uvicorn logs WebSocket paths with their query (?state=...)
     # The generation thread leaves ONNX Runtime after every step and needs the GIL for a few
     # microseconds; with Python's default 5 ms switch interval the event loop, writing many
     # streams, can keep it waiting that long on every step.
@@ -131,7 +158,32 @@ def main(argv: list[str] | None = None) -> int:
         problems = "; ".join(f"TLSTM_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
         print(f"tlstm serve: invalid settings: {problems}", file=sys.stderr)
         return 2
-    return serve(settings)
+    if not args.ray:
+        for flag in ("replicas", "autoscale", "address", "target_ongoing_requests"):
+            if getattr(args, flag) is not None:
+                print(f"tlstm serve: --{flag.replace('_', '-')} needs --ray", file=sys.stderr)
+                return 2
+        return serve(settings)
+    return serve_on_ray(settings, args)
+
+
+def serve_on_ray(settings: Settings, args: argparse.Namespace) -> int:
+    """``tlstm serve --ray``: see :mod:`service.scale.ray_app`."""
+    try:
+        from .scale import ray_app
+    except ImportError as exc:
+        print(f"tlstm serve --ray: Ray Serve is not installed ({exc}); pip install 'tlstm[ray]'", file=sys.stderr)
+        return 2
+    try:
+        autoscale = ray_app.parse_autoscale(args.autoscale) if args.autoscale is not None else None
+        if args.replicas is not None and args.replicas < 1:
+            raise ValueError(f"--replicas: expected at least 1, got {args.replicas}")
+    except ValueError as exc:
+        print(f"tlstm serve: {exc}", file=sys.stderr)
+        return 2
+    allow_long_websocket_urls()  # for the proxies of the Ray instance started here
+    return ray_app.run(settings, replicas=args.replicas, autoscale=autoscale, address=args.address,
+                       target_ongoing_requests=args.target_ongoing_requests, num_cpus=args.num_cpus)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
         description="how language models generate: 'incremental' (exact incremental decoding, about one step "
         "of work per character, where the package has it) or 'simple' (step.onnx: L steps per character)",
     )
+    io_binding: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="run the graphs through ONNX Runtime IOBinding, the generation state kept on the device "
+        "between steps: 'auto' when a model's session runs on CUDAExecutionProvider, 'on' on any provider, 'off' never",
+    )
     stream_interval_ms: float = Field(
         10.0, ge=0, le=1000,
         description="shortest time between two hand-overs of generated characters to the HTTP layer; the "
@@ -63,6 +68,11 @@ class Settings(BaseSettings):
     )
     auth_health: bool = Field(False, description="require a key for /health/* and /info as well")
     auth_metrics: bool = Field(False, description="require a key for /metrics as well")
+    state_key: SecretStr | None = Field(
+        None,
+        description="secret that signs state tokens (HMAC-SHA256), at least 32 characters and the same on every "
+        "replica; unset: state tokens are off",
+    )
 
     # ------------------------------------------------------------------ limits
     max_prompt_chars: int = Field(4096, ge=1, description="longest prompt (characters) of a completion")
@@ -93,6 +103,16 @@ class Settings(BaseSettings):
     def _providers_not_empty(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("expected at least one execution provider, e.g. CPUExecutionProvider")
+        return value
+
+    @field_validator("state_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError(
+                f"expected at least 32 characters, got {len(value.get_secret_value())} "
+                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
         return value
 
     @field_validator("log_level")

@@ -6,11 +6,12 @@ import asyncio
 import uuid
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from ..engine.classification import to_classification
-from ..engine.errors import EngineError
+from ..engine.errors import EngineError, InvalidRequest
 from ..engine.inputs import parse_input
 from .completion_format import now
 from .deps import get_service, require_key, serving_model
@@ -19,21 +20,24 @@ from .schemas import ClassifyRequest, ClassifyResponse, ErrorResponse
 
 router = APIRouter(tags=["classify"])
 
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 422, 429, 503, 504)}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 422, 429, 503, 504)
+}
 
 
 @router.post("/v1/classify", response_model=ClassifyResponse, responses=ERRORS,
              dependencies=[Depends(require_key)], summary="Classify sequences (micro-batched)")
 async def classify(body: ClassifyRequest, request: Request) -> JSONResponse:
     """Inputs are checked against the model's input specification (type, feature size,
-    maximum length, finite numbers); an error names the offending item as ``inputs[i]``."""
+    maximum length, finite numbers); an error names the offending item as ``inputs[i]``.
+    Raw forms (an image, its pixels) are prepared on the server as the package declares."""
     service = get_service(request)
     served = serving_model(service, body.model, "classifier")
     limit = service.settings.max_inputs
     if len(body.inputs) > limit:
         raise APIError(400, f"inputs: {len(body.inputs)} sequences exceed the limit of {limit} per request",
                        code="too_many_inputs", param="inputs")
-    sequences = [parse_input(item, i, served.spec) for i, item in enumerate(body.inputs)]
+    sequences = [parse_input(item, i, served.spec, body.input_format) for i, item in enumerate(body.inputs)]
     batcher = served.classifier
     if batcher is None:  # a classifier always has one; kept for type checkers
         raise APIError(500, f"model {served.name} has no classifier", code="internal_error")
@@ -48,6 +52,12 @@ async def classify(body: ClassifyRequest, request: Request) -> JSONResponse:
     labels = served.labels or [str(i) for i in range(len(logits[0]))]
     data = []
     for index, row in enumerate(logits):
+        if not np.isfinite(row).all():
+            raise from_engine(InvalidRequest(
+                f"inputs[{index}]: the model's output is not finite for this input: its values are "
+                "too large for the model (prepare them as the model card's input describes)",
+                param="inputs",
+            ))
         result = to_classification(row, labels)
         item: dict[str, Any] = {"index": index, "label": result.label, "class_index": result.class_index}
         if body.return_probabilities:

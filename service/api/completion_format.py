@@ -32,9 +32,6 @@ def check_request(body: CompletionRequest, settings: Settings, vocab_size: int) 
         raise _unsupported("n", f"only n=1 is supported, got {body.n}")
     if body.best_of not in (None, 1):
         raise _unsupported("best_of", f"only best_of=1 is supported, got {body.best_of}")
-    for name in ("presence_penalty", "frequency_penalty"):
-        if getattr(body, name) != 0:
-            raise _unsupported(name, f"only 0 is supported, got {getattr(body, name)}")
     if body.suffix:
         raise _unsupported("suffix", "suffixes are not supported")
     prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
@@ -64,6 +61,8 @@ def check_request(body: CompletionRequest, settings: Settings, vocab_size: int) 
         params = SamplingParams(
             max_new=max_new, temperature=body.temperature, top_k=body.top_k, top_p=body.top_p,
             seed=body.seed, stop=tuple(stops), logprobs=logprobs,
+            frequency_penalty=body.frequency_penalty, presence_penalty=body.presence_penalty,
+            repetition_penalty=body.repetition_penalty,
         )
     except InvalidRequest as exc:
         raise APIError(400, exc.message, code=exc.code, param=exc.param) from None

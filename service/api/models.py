@@ -17,15 +17,24 @@ router = APIRouter(tags=["models"])
 
 
 def model_card(served: ServedModel) -> dict[str, Any]:
-    """OpenAI's model object plus the manifest's kind, depth, vocabulary or labels, provider."""
+    """OpenAI's model object plus the manifest's kind, depth, vocabulary or labels, provider,
+    the forms its inputs may take, its training metrics and its parameter count (when the
+    package records it)."""
     info = served.describe()
-    return {
+    card = {
         "id": served.name,
         "object": "model",
         "created": _timestamp(info.pop("created"), served.loaded_at),
         "owned_by": "tlstm",
         **{k: v for k, v in info.items() if k != "code_version"},
     }
+    card["input"] = {**card["input"], "forms": [form.card() for form in served.spec.forms]}
+    card["vocab"] = served.vocab
+    metrics = dict(served.manifest.metrics)
+    parameters = metrics.get("parameters")
+    card["metrics"] = metrics
+    card["parameters"] = parameters if isinstance(parameters, int) and not isinstance(parameters, bool) else None
+    return card
 
 
 def _timestamp(created: Any, fallback: float) -> int:

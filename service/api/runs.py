@@ -18,6 +18,7 @@ from ..engine.engine import ServedModel
 from ..engine.generation import GenerationEngine, Prefill
 from ..engine.generation_stream import GenerationStream, StreamUpdate
 from ..engine.sampling import SamplingParams
+from ..engine.state_token import Snapshot
 from ..engine.stops import Token
 
 
@@ -31,6 +32,7 @@ class Choice:
     stream: GenerationStream | None = None  # None when nothing is generated (max_tokens 0)
     tokens: list[Token] = field(default_factory=list)
     finish_reason: str | None = None
+    start: Prefill | None = None  # where generation started (kept for a state token)
 
     @property
     def generated(self) -> int:
@@ -51,16 +53,26 @@ class CompletionRun:
         self.open: set[int] = set()
         self.created = time.perf_counter()
 
-    async def start(self, prompts: list[str], params: SamplingParams, *, echo: bool, top: int | None) -> None:
-        """Encode, prefill and submit every prompt; on any failure cancel what started."""
+    async def start(
+        self, prompts: list[str], params: SamplingParams, *, echo: bool, top: int | None,
+        resume: Snapshot | None = None, keep_state: bool = False,
+    ) -> None:
+        """Encode, prefill and submit every prompt; on any failure cancel what started.
+
+        ``resume``: the prompt is read after the text of this snapshot (a state token), and
+        may be empty. ``keep_state``: keep what :meth:`snapshot` needs.
+        """
         try:
             for index, prompt in enumerate(prompts):
-                await self._start_one(index, prompt, params, echo=echo, top=top)
+                await self._start_one(index, prompt, params, echo=echo, top=top, resume=resume, keep_state=keep_state)
         except BaseException:
             self.cancel()
             raise
 
-    async def _start_one(self, index: int, prompt: str, params: SamplingParams, *, echo: bool, top: int | None) -> None:
+    async def _start_one(
+        self, index: int, prompt: str, params: SamplingParams, *, echo: bool, top: int | None,
+        resume: Snapshot | None = None, keep_state: bool = False,
+    ) -> None:
         generation = self.generation
         ids = generation.encode(prompt, param="prompt" if index == 0 else f"prompt[{index}]")
         choice = Choice(index, prompt)
@@ -69,7 +81,12 @@ class CompletionRun:
         if generating:
             generation.reserve()
         try:
-            prefill: Prefill = await asyncio.to_thread(generation.prefill, ids)
+            if resume is None:
+                prefill: Prefill = await asyncio.to_thread(generation.prefill, ids)
+            else:
+                prefill = await asyncio.to_thread(generation.resume, resume, ids)
+            if keep_state:
+                choice.start = prefill
             if echo:
                 choice.echo = await asyncio.to_thread(generation.score, prefill, top)
         except BaseException:
@@ -80,7 +97,22 @@ class CompletionRun:
             choice.finish_reason = "length"
             return
         self.open.add(index)
-        choice.stream = generation.open_stream(prefill, params, lambda update: self._arrive(index, update), self.created)
+        choice.stream = generation.open_stream(prefill, params, lambda update: self._arrive(index, update), self.created,
+                                               keep_state=keep_state)
+
+    def snapshot(self, index: int = 0) -> Snapshot:
+        """Where choice ``index`` stands now that it has finished (it was started with
+        ``keep_state``): its prompt and every generated character, a stop string included.
+
+        Raises:
+            ValueError: the choice has not finished normally or kept no state.
+        """
+        choice = self.choices[index]
+        if choice.stream is not None:
+            return choice.stream.snapshot()
+        if choice.start is None:
+            raise ValueError(f"choice {index} kept no state")
+        return choice.start.snapshot()
 
     def start_from(self, prefill: Prefill, params: SamplingParams) -> None:
         """Generate one stream from a state already computed (a prediction session's)."""

@@ -49,10 +49,33 @@ class CompletionRequest(BaseModel):
     echo: bool = Field(False, description="return the prompt (with its log-probabilities) before the completion")
     stop: str | list[str] | None = Field(None, description="up to 4 strings that end the completion (not returned)")
     seed: int | None = Field(None, ge=0, description="same seed, same text, alone or under load")
-    presence_penalty: float = Field(0.0, description="only 0 is supported")
-    frequency_penalty: float = Field(0.0, description="only 0 is supported")
+    # The ranges are checked by the sampler (a 400 naming the parameter) and shown here.
+    presence_penalty: float = Field(
+        0.0, json_schema_extra={"minimum": -2, "maximum": 2},
+        description="subtracted once from the logit of every character generated so far (OpenAI; 0 is off)",
+    )
+    frequency_penalty: float = Field(
+        0.0, json_schema_extra={"minimum": -2, "maximum": 2},
+        description="subtracted from a character's logit once per time it was generated (OpenAI; 0 is off)",
+    )
+    repetition_penalty: float = Field(
+        1.0, json_schema_extra={"exclusiveMinimum": 0},
+        description="divides the positive and multiplies the negative logits of every character in the "
+        "prompt or generated so far (vLLM/TGI; 1 is off, > 1 discourages repeats)",
+    )
     suffix: str | None = Field(None, description="not supported (must be null)")
     user: str | None = Field(None, description="ignored")
+    state: str | None = Field(
+        None,
+        description="continue from this state token (from return_state or a WebSocket snapshot): the prompt is "
+        "read after the text the token stands for and may be empty; then generation goes on exactly as the "
+        "stream it came from would have (its sampler too, unless a seed is given)",
+    )
+    return_state: bool = Field(
+        False,
+        description="add 'state', a signed token of the stream's whole decoding state, to the response (to the "
+        "last chunk when streaming); any replica continues from it",
+    )
 
 
 class CompletionLogprobs(BaseModel):
@@ -87,10 +110,20 @@ class CompletionResponse(BaseModel):
 # ---------------------------------------------------------------------- models
 
 
+class InputFormCard(BaseModel):
+    """One form an input may take (``input_format``)."""
+
+    name: str
+    shape: list[int | str] = Field(description="ints for fixed sizes, 'T' for the number of steps")
+    range: list[float] | None = Field(None, description="the range of the numbers, when they are numbers")
+    description: str
+
+
 class ModelInput(BaseModel):
     type: Literal["tokens", "features"]
     size: int
     max_length: int
+    forms: list[InputFormCard] = Field(default_factory=list, description="the forms an input may take")
 
 
 class ModelCard(BaseModel):
@@ -104,10 +137,13 @@ class ModelCard(BaseModel):
     depth: int | None = None
     input: ModelInput
     vocab_size: int | None = None
+    vocab: list[str] | None = Field(None, description="the text of every token id (language and token models)")
     labels: list[str] | None = None
     provider: str | None = Field(None, description="the execution provider in use")
     providers: list[str] = Field(default_factory=list)
     architecture: dict[str, Any] = Field(default_factory=dict)
+    parameters: int | None = Field(None, description="the model's parameter count, when the package records it")
+    metrics: dict[str, Any] = Field(default_factory=dict, description="what training measured (held-out loss, accuracy...)")
 
 
 class ModelList(BaseModel):
@@ -125,7 +161,14 @@ class ClassifyRequest(BaseModel):
     inputs: list[Any] = Field(
         min_length=1,
         description="sequences of the model's input type: strings (token models), lists of "
-        "feature vectors, or lists of numbers (one feature per step)",
+        "feature vectors, or lists of numbers (one feature per step); for image models also "
+        "raw images (H rows of W pixel values) or their H*W pixel values, prepared on the "
+        "server as the model's card lists under input.forms",
+    )
+    input_format: str = Field(
+        "auto",
+        description="the form of every input: 'auto' (by its shape) or one of the model's "
+        "input.forms ('image', 'pixels', 'sequence'; 'text', 'ids' for token models)",
     )
     top_k: int | None = Field(None, ge=1, description="also list the k most likely classes")
     return_probabilities: bool = Field(True, description="include every class's probability")

@@ -5,11 +5,17 @@ Messages are JSON objects with a ``type``.
 Client to server:
     ``{"type": "append", "text": "..."}``  read more text; one ``prediction`` per character.
     ``{"type": "generate", "max_tokens": 40, "temperature": 0, "top_k": 0, "top_p": 1,
-    "seed": 1, "stop": ["\\n"]}``  continue the text (the session stays at the client's text).
+    "seed": 1, "stop": ["\\n"], "frequency_penalty": 0, "presence_penalty": 0,
+    "repetition_penalty": 1}``  continue the text (the session stays at the client's text).
     ``{"type": "cancel"}``  stop a running generation.  ``{"type": "reset"}``  forget the text.
+    ``{"type": "snapshot"}``  a state token of the session's text (needs ``TLSTM_STATE_KEY``);
+    ``WS /v1/stream?model=NAME&state=TOKEN`` opens a session that stands where the token
+    stands, on any replica (a completion's ``return_state`` token too).
 
 Server to client:
-    ``{"type": "ready", "session", "model", "top_k", "idle_timeout_s"}`` once, first.
+    ``{"type": "ready", "session", "model", "top_k", "idle_timeout_s", "position"}`` once,
+    first (``position``: characters of text the session stands after, 0 unless resumed).
+    ``{"type": "state", "state", "position"}`` answers a snapshot.
     ``{"type": "prediction", "char", "position", "logprob", "top": [{"char", "prob"}...]}``
     ``{"type": "token", "text"}`` (one or more characters) then ``{"type": "done", "text",
     "finish_reason", "usage": {"completion_tokens"}}``.  ``{"type": "reset", "position": 0}``.
@@ -18,14 +24,21 @@ Server to client:
     ``{"type": "closed", "reason"}`` before the server closes: ``idle`` (close code 1000),
     ``shutting_down`` (1001). A refused session gets an error then close code 1008 (bad key,
     unknown model, bad parameter) or 1013 (not ready, too many sessions).
+
+On a classifier (``?model=digits``) the session classifies instead: see
+:mod:`service.api.stream_classify`. The API key goes in the ``Authorization`` header or, from
+a browser (which cannot set headers on a WebSocket), as the subprotocol
+``tlstm.bearer.<base64url of the key>`` offered together with ``tlstm``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -37,11 +50,15 @@ from ..lifecycle import Service
 from .deps import check_key, serving_model
 from .errors import APIError, from_engine, request_timeout
 from .runs import CompletionRun
+from .stream_classify import classifier_session
 
 router = APIRouter(tags=["stream"])
 
 MAX_TOP_K = 50
-GENERATE_FIELDS = {"type", "max_tokens", "temperature", "top_k", "top_p", "seed", "stop"}
+PROTOCOL = "tlstm"  # the subprotocol a browser offers, with KEY_PROTOCOL to send a key
+KEY_PROTOCOL = "tlstm.bearer."
+GENERATE_FIELDS = {"type", "max_tokens", "temperature", "top_k", "top_p", "seed", "stop",
+                   "frequency_penalty", "presence_penalty", "repetition_penalty"}
 
 
 async def _refuse(ws: WebSocket, error: APIError, close_code: int) -> None:
@@ -59,26 +76,60 @@ def _top_k(raw: str | None) -> int:
     return value
 
 
+def _key_headers(ws: WebSocket) -> Mapping[str, str]:
+    """Where the API key is looked for: the ``Authorization`` header or, since a browser
+    cannot set headers on a WebSocket, the subprotocol ``tlstm.bearer.<key, base64url>``
+    offered beside ``tlstm`` (as Kubernetes takes bearer tokens over WebSockets)."""
+    if "authorization" in ws.headers:
+        return ws.headers
+    for protocol in ws.scope.get("subprotocols") or ():
+        if protocol.startswith(KEY_PROTOCOL):
+            encoded = protocol[len(KEY_PROTOCOL):]
+            with contextlib.suppress(ValueError):
+                key = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+                return {"authorization": f"Bearer {key}"}
+    return ws.headers
+
+
 @router.websocket("/v1/stream")
 async def stream_session(ws: WebSocket) -> None:
     service: Service = ws.app.state.service
-    await ws.accept()
+    await ws.accept(subprotocol=PROTOCOL if PROTOCOL in (ws.scope.get("subprotocols") or ()) else None)
     try:
-        check_key(service, ws.headers)
+        check_key(service, _key_headers(ws))
     except APIError as error:
         await _refuse(ws, error, 1008)
+        return
+    name = ws.query_params.get("model", "")
+    if name in service.engine.models and service.engine.models[name].kind == "classifier":
+        try:
+            classifier = serving_model(service, name, "classifier")
+        except APIError as error:
+            await _refuse(ws, error, 1013 if error.status in (429, 503) else 1008)
+            return
+        await classifier_session(ws, service, classifier)
         return
     try:
         served = serving_model(service, ws.query_params.get("model", ""), "lm")
         top_k = _top_k(ws.query_params.get("top_k"))
-        session = service.engine.sessions.open(served.generation, top_k)  # type: ignore[arg-type]
+        if served.generation is None:  # serving_model(..., "lm") returns language models only
+            raise APIError(400, f"model {served.name!r} does not generate text", code="wrong_model_kind", param="model")
+        session = service.engine.sessions.open(served.generation, top_k)
     except APIError as error:
         await _refuse(ws, error, 1013 if error.status in (429, 503) else 1008)
         return
     except EngineError as exc:
-        error = from_engine(exc)
-        await _refuse(ws, error, 1013 if error.status in (429, 503) else 1008)
+        refusal = from_engine(exc)
+        await _refuse(ws, refusal, 1013 if refusal.status in (429, 503) else 1008)
         return
+    token = ws.query_params.get("state")
+    if token is not None:
+        try:
+            await asyncio.to_thread(session.restore, served.state_tokens().decode(token))
+        except EngineError as exc:
+            service.engine.sessions.close(session)
+            await _refuse(ws, from_engine(exc), 1008)
+            return
     closing = asyncio.Event()
     service.closers.add(closing.set)
     try:
@@ -105,6 +156,7 @@ class _Session:
         await self.ws.send_json({
             "type": "ready", "session": self.session.id, "model": self.session.engine.model,
             "top_k": self.session.top_k, "idle_timeout_s": settings.session_idle_s,
+            "position": self.session.length,
         })
         receive = asyncio.create_task(self.ws.receive_text())
         closing = asyncio.create_task(self.closing.wait())
@@ -173,8 +225,12 @@ class _Session:
             elif kind == "reset":
                 self.session.reset()
                 await self.ws.send_json({"type": "reset", "position": 0})
+            elif kind == "snapshot":
+                codec = self.service.engine.model(self.session.engine.model).state_tokens()
+                snapshot = self.session.snapshot()
+                await self.ws.send_json({"type": "state", "state": codec.encode(snapshot), "position": snapshot.position})
             else:
-                raise APIError(400, f"type: expected 'append', 'generate', 'cancel' or 'reset', got {kind!r}",
+                raise APIError(400, f"type: expected 'append', 'generate', 'cancel', 'reset' or 'snapshot', got {kind!r}",
                                code="invalid_value", param="type")
         except APIError as error:
             await self._error(error)
@@ -213,6 +269,9 @@ class _Session:
             params = SamplingParams(
                 max_new=max_new, temperature=message.get("temperature", 1.0), top_k=message.get("top_k", 0),
                 top_p=message.get("top_p", 1.0), seed=message.get("seed"), stop=stop,
+                frequency_penalty=message.get("frequency_penalty", 0.0),
+                presence_penalty=message.get("presence_penalty", 0.0),
+                repetition_penalty=message.get("repetition_penalty", 1.0),
             )
         except InvalidRequest as exc:
             raise APIError(400, exc.message, code=exc.code, param=exc.param) from None

@@ -178,7 +178,7 @@ class ClassificationBatcher:
             request.logits[item.position] = logits[row]
             request.remaining -= 1
             if request.remaining == 0 and not request.future.done():
-                request.future.set_result(list(request.logits))  # type: ignore[arg-type]
+                request.future.set_result([logits for logits in request.logits if logits is not None])
 
 
 def to_classification(logits: np.ndarray, labels: Sequence[str]) -> Classification:

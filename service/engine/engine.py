@@ -22,45 +22,58 @@ from typing import Any
 import numpy as np
 
 from service.package import ModelPackage, PackageError, load_package
-from tlstm.contract import MANIFEST_FILE, Manifest
+from service.settings import DEFAULT_PROVIDERS, Settings
+from tlstm.contract import MANIFEST_FILE, STEP, STEP_INCREMENTAL, Manifest
 
+from .binding import IO_BINDINGS, BoundStepFunction
 from .classification import ClassificationBatcher
-from .errors import ModelNotFound, ShuttingDown, StartupError
+from .errors import InvalidRequest, ModelNotFound, ShuttingDown, StartupError
 from .generation import GenerationEngine
-from .graphs import DECODINGS, ClassifyFunction, make_step_function
+from .graphs import DECODINGS, make_classify_function, make_step_function
 from .inputs import InputSpec
 from .observer import Observer
 from .runtime import check_gpu, import_onnxruntime, usable_providers
 from .sampling import SamplingParams
 from .scheduler import Delivery, Dispatch, deliver_inline
 from .sessions import SessionRegistry
+from .state_token import StateCodec, StateTokensDisabled, package_digest
 
 log = logging.getLogger("tlstm.engine")
 
 SERVED_KINDS = ("lm", "classifier")
 
 
+def _default(name: str) -> Any:
+    """The default of a setting (one place for every default: ``service.settings.Settings``)."""
+    return Settings.model_fields[name].default
+
+
 @dataclass(frozen=True)
 class EngineConfig:
-    """What the engine needs from the settings (see ``service.settings.Settings``)."""
+    """What the engine needs from the settings (see ``service.settings.Settings``, whose
+    defaults these are)."""
 
-    providers: tuple[str, ...] = ("CUDAExecutionProvider", "CPUExecutionProvider")
-    require_gpu: bool = False
-    intra_op_threads: int = 1
-    warmup_runs: int = 2
-    max_streams: int = 64
-    max_queued: int = 1024
-    max_batch: int = 64
-    max_wait_s: float = 0.0
-    max_sessions: int = 64
-    decode: str = "incremental"
+    providers: tuple[str, ...] = DEFAULT_PROVIDERS
+    require_gpu: bool = _default("require_gpu")
+    intra_op_threads: int = _default("intra_op_threads")
+    warmup_runs: int = _default("warmup_runs")
+    max_streams: int = _default("max_streams")
+    max_queued: int = _default("max_queued")
+    max_batch: int = _default("max_batch")
+    max_wait_s: float = _default("max_wait_ms") / 1000.0
+    max_sessions: int = _default("max_sessions")
+    decode: str = _default("decode")
+    io_binding: str = _default("io_binding")
+    state_key: bytes | None = field(default=None, repr=False)  # signs state tokens; None: they are off
 
     def __post_init__(self) -> None:
         if self.decode not in DECODINGS:
             raise ValueError(f"EngineConfig.decode: expected one of {list(DECODINGS)}, got {self.decode!r}")
+        if self.io_binding not in IO_BINDINGS:
+            raise ValueError(f"EngineConfig.io_binding: expected one of {list(IO_BINDINGS)}, got {self.io_binding!r}")
 
     @classmethod
-    def from_settings(cls, settings: Any) -> EngineConfig:
+    def from_settings(cls, settings: Settings) -> EngineConfig:
         return cls(
             providers=tuple(settings.providers),
             require_gpu=settings.require_gpu,
@@ -72,6 +85,8 @@ class EngineConfig:
             max_wait_s=settings.max_wait_ms / 1000.0,
             max_sessions=settings.max_sessions,
             decode=settings.decode,
+            io_binding=settings.io_binding,
+            state_key=settings.state_key.get_secret_value().encode() if settings.state_key is not None else None,
         )
 
 
@@ -86,6 +101,8 @@ class ServedModel:
         spec: its input specification.
         generation: the generation engine (language models).
         classifier: the micro-batcher (classifiers).
+        state_codec: makes and reads the model's state tokens (language models, when the
+            engine has a state key).
     """
 
     name: str
@@ -94,11 +111,25 @@ class ServedModel:
     spec: InputSpec
     generation: GenerationEngine | None = None
     classifier: ClassificationBatcher | None = None
+    state_codec: StateCodec | None = None
     loaded_at: float = field(default_factory=time.time)
 
     @property
     def manifest(self) -> Manifest:
         return self.package.manifest
+
+    def state_tokens(self) -> StateCodec:
+        """The model's state-token codec.
+
+        Raises:
+            StateTokensDisabled: the engine has no state key.
+            InvalidRequest: the model does not generate (a classifier).
+        """
+        if self.state_codec is not None:
+            return self.state_codec
+        if self.generation is None:
+            raise InvalidRequest(f"model {self.name} is a classifier; state tokens are for language models", param="model")
+        raise StateTokensDisabled()
 
     @property
     def providers(self) -> list[str]:
@@ -220,7 +251,9 @@ class Engine:
         served = ServedModel(name=package.name, kind=package.kind, package=package, spec=spec)
         cfg = self.config
         if package.kind == "lm":
-            step_fn = make_step_function(package, cfg.decode)
+            step_fn = make_step_function(package, cfg.decode, cfg.io_binding)
+            if isinstance(step_fn, BoundStepFunction):
+                log.info("model %s keeps its generation state on %s:%d (IOBinding)", package.name, *step_fn.device)
             if step_fn.decoding == "incremental":
                 log.info("model %s decodes incrementally (step_incremental.onnx)", package.name)
             else:
@@ -231,9 +264,16 @@ class Engine:
                 max_streams=cfg.max_streams, dispatch=self._deliver, observer=self.observer,
             )
             served.generation.scheduler.start()
+            if cfg.state_key is not None:
+                graph = STEP_INCREMENTAL if step_fn.decoding == "incremental" else STEP
+                served.state_codec = StateCodec(
+                    cfg.state_key, model=package.name, package=package_digest(package.path), decoding=step_fn.decoding,
+                    layout=[(spec.name, tuple(int(d) for d in spec.shape[1:])) for spec in package.state_inputs(graph)],
+                    vocab_size=served.generation.vocab_size,
+                )
         elif package.kind == "classifier":
             served.classifier = ClassificationBatcher(
-                package.name, ClassifyFunction(package), spec, max_batch=cfg.max_batch, max_wait_s=cfg.max_wait_s,
+                package.name, make_classify_function(package, cfg.io_binding), spec, max_batch=cfg.max_batch, max_wait_s=cfg.max_wait_s,
                 max_queued=cfg.max_queued, observer=self.observer,
             )
             served.classifier.start()

@@ -23,6 +23,7 @@ from .graphs import State, StepFunction
 from .observer import Observer
 from .sampling import SamplingParams, log_softmax, top_alternatives
 from .scheduler import Dispatch, GenerationScheduler, deliver_inline
+from .state_token import Snapshot, rng_from_state
 from .stops import Token
 from .vocab import Vocabulary
 
@@ -33,16 +34,33 @@ class Prefill:
 
     Attributes:
         ids: (T,) the prompt's token ids.
-        logits: (S,) the prediction after the last prompt character.
+        logits: (S,) the prediction after the last prompt character; None when a character
+            is pending.
         all_logits: (T, S); row t predicts token t+1.
         state: the step function's state after the prompt (the committed state, or the
             staircase for incremental decoding), arrays (1, ...).
+        pending: a character the model has not read yet (resuming from a state token without
+            new text: the first step reads it), else None.
+        position: characters of text up to here, from the start of the sequence.
+        resumed: the snapshot this prefill continues (its sampler and penalty history go on
+            in the stream), or None.
     """
 
     ids: np.ndarray
-    logits: np.ndarray
+    logits: np.ndarray | None
     all_logits: np.ndarray
     state: State
+    pending: int | None = None
+    position: int = 0
+    resumed: Snapshot | None = None
+
+    def snapshot(self) -> Snapshot:
+        """Where the text stands after this prefill, nothing generated (a request with
+        ``max_tokens`` 0): what it resumed from, plus the prompt it read."""
+        before = self.resumed
+        seen = tuple(sorted(set(before.seen if before else ()) | {int(i) for i in self.ids}))
+        return Snapshot(self.state, self.position, self.pending, self.logits if self.pending is None else None,
+                        before.sampler if before else None, seen, before.counts if before else ())
 
 
 @dataclass
@@ -116,7 +134,30 @@ class GenerationEngine:
         if state is None:
             state = self.step_fn.initial_state(1)
         logits, all_logits, new_state = self.step_fn.prefill(ids.reshape(1, -1), state)
-        return Prefill(ids=ids, logits=logits[0], all_logits=all_logits[0], state=new_state)
+        return Prefill(ids=ids, logits=logits[0], all_logits=all_logits[0], state=new_state, position=ids.shape[0])
+
+    def resume(self, snapshot: Snapshot, ids: np.ndarray) -> Prefill:
+        """The starting point after the text of ``snapshot`` followed by ``ids`` (T,), T >= 0.
+
+        Without new text the stream goes on exactly as the one the snapshot was taken from
+        (its pending character is read by the first step, in the batch, as it would have
+        been). New text is read with one prefill call, after the pending character.
+        Blocking; thread-safe.
+
+        Raises:
+            InvalidRequest: no new text and a snapshot that stands for no text either.
+        """
+        if ids.shape[0] == 0:
+            if snapshot.pending is None and snapshot.logits is None:
+                raise InvalidRequest("prompt: the state stands for no text yet; send a prompt", param="prompt")
+            empty = np.zeros((0, self.vocab_size), np.float32)
+            return Prefill(ids, snapshot.logits if snapshot.pending is None else None, empty, snapshot.state,
+                           pending=snapshot.pending, position=snapshot.position, resumed=snapshot)
+        read = ids if snapshot.pending is None else np.concatenate([np.array([snapshot.pending], np.int64), ids])
+        prefill = self.prefill(read, snapshot.state)
+        prefill.position = snapshot.position + ids.shape[0]
+        prefill.resumed = snapshot
+        return prefill
 
     def score(self, prefill: Prefill, top: int | None) -> list[Token]:
         """The prompt's characters with their log-probabilities (echo).
@@ -141,13 +182,25 @@ class GenerationEngine:
         params: SamplingParams,
         listener: Callable[[StreamUpdate], None],
         created: float | None = None,
+        *,
+        keep_state: bool = False,
     ) -> GenerationStream:
         """Start generating after ``prefill``; the caller must hold a slot (:meth:`reserve`).
 
         ``created`` (a ``time.perf_counter()`` value) is when the request arrived, the origin
-        of its time to first character.
+        of its time to first character. ``keep_state``: the stream keeps its state when it
+        ends (for ``stream.snapshot()``). A prefill that resumes a snapshot hands on its
+        sampler's generator (unless ``params.seed`` asks for a fresh one) and the penalties'
+        history.
         """
-        stream = GenerationStream(self.vocab, params, prefill.state, prefill.logits, listener, created)
+        stream = GenerationStream(self.vocab, params, prefill.state, prefill.logits, listener, created,
+                                  pending=prefill.pending, position=prefill.position, keep_state=keep_state)
+        resumed = prefill.resumed
+        if resumed is not None:
+            if resumed.sampler is not None and params.seed is None:
+                stream.sampler.rng = rng_from_state(resumed.sampler)
+            stream.sampler.restore_history(resumed.seen, resumed.counts, self.vocab_size)
+        stream.sampler.see(prefill.ids)  # the prompt counts as seen for repetition_penalty
         self.scheduler.submit(stream)
         return stream
 

@@ -19,6 +19,7 @@ import numpy as np
 from .errors import EngineError
 from .graphs import State
 from .sampling import Sampler, SamplingParams, log_softmax, top_alternatives
+from .state_token import Snapshot, rng_state
 from .stops import StopMatcher, Token
 
 _ids = itertools.count()
@@ -54,10 +55,16 @@ class GenerationStream:
         params: sampling parameters.
         state: the step function's state after the prompt (committed state or staircase),
             arrays of shape (1, ...).
-        logits: (S,) the prediction after the prompt's last character.
+        logits: (S,) the prediction after the prompt's last character; None when a character
+            is pending (``pending``).
         listener: called with each :class:`StreamUpdate` (on the thread the engine's
             dispatcher chooses).
         created: ``time.perf_counter()`` when the request arrived (default: now).
+        pending: a character of the text that the model has not read yet (a stream resumed
+            from a state token): the stream's first step reads it, as the stream it continues
+            would have.
+        position: characters of text before the first generated one (for :meth:`snapshot`).
+        keep_state: keep the stream's state when it ends, for :meth:`snapshot`.
     """
 
     def __init__(
@@ -65,9 +72,13 @@ class GenerationStream:
         vocab: Sequence[str],
         params: SamplingParams,
         state: State,
-        logits: np.ndarray,
+        logits: np.ndarray | None,
         listener: Callable[[StreamUpdate], None],
         created: float | None = None,
+        *,
+        pending: int | None = None,
+        position: int = 0,
+        keep_state: bool = False,
     ) -> None:
         self.id = next(_ids)
         self.vocab = vocab
@@ -78,7 +89,9 @@ class GenerationStream:
         self.sampler = Sampler(params)
         self.stops = StopMatcher(params.stop)
         self.generated = 0
-        self.next_id = -1
+        self.next_id = -1 if pending is None else pending  # the id the next step reads
+        self.position = position
+        self.keep_state = keep_state  # the scheduler copies the state rows back when it ends
         self.done = False
         self.finish_reason: str | None = None
         self.cancelled = False
@@ -89,6 +102,22 @@ class GenerationStream:
     def cancel(self) -> None:
         """Stop generating; the scheduler drops the stream at its next tick."""
         self.cancelled = True
+
+    def snapshot(self) -> Snapshot:
+        """Where the finished stream stands: its state, the last character (generated, not
+        yet read: it is pending) or the prediction, and its sampler's generator.
+
+        Raises:
+            ValueError: the stream has not finished normally, or was opened without
+                ``keep_state``.
+        """
+        if not (self.done and self.keep_state and self.state and self.finish_reason in ("stop", "length")):
+            raise ValueError("only a stream that finished normally and kept its state has a snapshot")
+        pending = self.next_id if self.next_id >= 0 else None
+        logits = self.initial_logits if pending is None else None
+        seen, counts = self.sampler.history()
+        return Snapshot(self.state, self.position + self.generated, pending, logits, rng_state(self.sampler.rng),
+                        seen, counts)
 
     def advance(self, logits: np.ndarray, token_id: int | None = None) -> StreamUpdate:
         """Take the next character: ``token_id`` when the scheduler has already sampled it with

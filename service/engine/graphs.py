@@ -1,8 +1,11 @@
 """How the engine runs a package's graphs: the one path from numpy arrays to ONNX Runtime.
 
-The generation scheduler only ever calls a :class:`StepFunction` (state dict in -> logits +
-state dict out); it treats a state as an opaque dict of arrays whose first axis is the batch,
-concatenated and sliced row by row. The classification batcher calls :class:`ClassifyFunction`.
+The generation scheduler only ever calls a :class:`StepFunction` (state in -> logits + state
+out); it treats a state as opaque rows (the first axis is the batch) that the step function
+itself stacks, slices and brings to the host (``concat``, ``take``, ``to_host``): numpy arrays
+here, or a batch kept on the device when the graphs run through IOBinding
+(:mod:`service.engine.binding`, setting ``TLSTM_IO_BINDING``). The classification batcher calls
+:class:`ClassifyFunction`.
 Graph and tensor names come from the package contract (:mod:`tlstm.contract`). Two step
 functions:
 
@@ -26,7 +29,7 @@ Shapes: ``B`` batch, ``T`` prompt length, ``S`` vocabulary size; state arrays ar
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import numpy as np
 
@@ -46,7 +49,11 @@ from tlstm.contract import (
 if TYPE_CHECKING:
     from service.package import ModelPackage
 
+    from .binding import BoundClassifyFunction, DeviceState
+
 State = dict[str, np.ndarray]
+# A batch's state as the scheduler holds it: host arrays, or a bound step function's device state.
+BatchState: TypeAlias = "State | DeviceState"
 
 
 DECODINGS = ("incremental", "simple")
@@ -66,15 +73,27 @@ class StepFunction(Protocol):
         """The state of ``batch`` fresh sequences (nothing read yet)."""
         ...
 
-    def step(self, x: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+    def step(self, x: np.ndarray, state: BatchState) -> tuple[np.ndarray, BatchState]:
         """Read one token per sequence and predict the next.
 
         Args:
             x: (B,) int64 token ids.
             state: the state before x.
         Returns:
-            logits (B, S), the prediction after x; the state after x.
+            logits (B, S) in host memory, the prediction after x; the state after x.
         """
+        ...
+
+    def concat(self, states: Sequence[BatchState]) -> BatchState:
+        """The rows of several states (same keys) stacked in order: a batch."""
+        ...
+
+    def take(self, state: BatchState, rows: Sequence[int] | np.ndarray) -> BatchState:
+        """The state of the given batch rows, in that order."""
+        ...
+
+    def to_host(self, state: BatchState) -> State:
+        """The state as host arrays (what prefill, snapshots and sessions hold)."""
         ...
 
     def prefill(self, x: np.ndarray, state: State) -> tuple[np.ndarray, np.ndarray, State]:
@@ -103,7 +122,27 @@ def take_rows(state: State, rows: Sequence[int] | np.ndarray) -> State:
     return {name: np.ascontiguousarray(value[index]) for name, value in state.items()}
 
 
-class OnnxStepFunction:
+def _host(state: BatchState) -> State:
+    if not isinstance(state, dict):
+        raise TypeError(f"a host step function got a {type(state).__name__}, not host arrays")
+    return state
+
+
+class HostRows:
+    """The rows of a state in host memory (numpy): how the step functions below stack, slice
+    and hand out states."""
+
+    def concat(self, states: Sequence[BatchState]) -> State:
+        return concat_states([_host(s) for s in states])
+
+    def take(self, state: BatchState, rows: Sequence[int] | np.ndarray) -> State:
+        return take_rows(_host(state), rows)
+
+    def to_host(self, state: BatchState) -> State:
+        return _host(state)
+
+
+class OnnxStepFunction(HostRows):
     """``step.onnx`` and ``prefill.onnx`` of a package, called through its ORT sessions.
 
     Graph names follow the package contract: inputs ``x`` and ``state_<name>_in``, outputs
@@ -124,8 +163,8 @@ class OnnxStepFunction:
     def initial_state(self, batch: int) -> State:
         return self.package.zero_state(batch, STEP)
 
-    def step(self, x: np.ndarray, state: State) -> tuple[np.ndarray, State]:
-        feeds = {X: x, **state}
+    def step(self, x: np.ndarray, state: BatchState) -> tuple[np.ndarray, State]:
+        feeds = {X: x, **_host(state)}
         logits, *new = self._step.run(self._step_out, feeds)
         return logits, dict(zip(self._state_in, new, strict=True))
 
@@ -137,7 +176,7 @@ class OnnxStepFunction:
         return logits, all_logits, dict(zip(self._state_in, new, strict=True))
 
 
-class IncrementalStepFunction:
+class IncrementalStepFunction(HostRows):
     """``step_incremental.onnx``, ``staircase.onnx`` and ``prefill.onnx`` of a package (see the
     module docstring). The state is the staircase, keyed like ``step_incremental``'s inputs
     (``state_h_in``, ``state_c_in``, ``state_h_ahead1_in``, ...); its committed part is keyed
@@ -173,8 +212,8 @@ class IncrementalStepFunction:
         values = self._staircase.run(self._staircase_out, {n: committed[n] for n in self._committed_in})
         return dict(zip(self._state_in, values, strict=True))
 
-    def step(self, x: np.ndarray, state: State) -> tuple[np.ndarray, State]:
-        logits, *new = self._step.run(self._step_out, {X: x, **state})
+    def step(self, x: np.ndarray, state: BatchState) -> tuple[np.ndarray, State]:
+        logits, *new = self._step.run(self._step_out, {X: x, **_host(state)})
         return logits, dict(zip(self._state_in, new, strict=True))
 
     def prefill(self, x: np.ndarray, state: State) -> tuple[np.ndarray, np.ndarray, State]:
@@ -210,17 +249,36 @@ class ClassifyFunction:
         return self._session.run([LOGITS], {X: x, LENGTHS: lengths})[0]
 
 
-def make_step_function(package: ModelPackage, decoding: str = "incremental") -> StepFunction:
+def make_step_function(package: ModelPackage, decoding: str = "incremental", io_binding: str = "auto") -> StepFunction:
     """The step function of a language-model package.
 
     Args:
         decoding: ``"incremental"`` (the default): exact incremental decoding when the package
             has it, else the simple step; ``"simple"``: always the simple step.
+        io_binding: ``"auto"`` (the default: on when the step graph runs on CUDA), ``"on"`` or
+            ``"off"``: whether the batch state stays on the device (:mod:`service.engine.binding`).
     Raises:
-        ValueError: an unknown ``decoding``.
+        ValueError: an unknown ``decoding`` or ``io_binding``.
     """
+    from .binding import bind_step_function
+
     if decoding not in DECODINGS:
         raise ValueError(f"decoding: expected one of {list(DECODINGS)}, got {decoding!r}")
+    fn: OnnxStepFunction | IncrementalStepFunction
     if decoding == "incremental" and package.manifest.decoding.incremental:
-        return IncrementalStepFunction(package)
-    return OnnxStepFunction(package)
+        fn = IncrementalStepFunction(package)
+    else:
+        fn = OnnxStepFunction(package)
+    return bind_step_function(fn, io_binding)
+
+
+def make_classify_function(package: ModelPackage, io_binding: str = "auto") -> ClassifyFunction | BoundClassifyFunction:
+    """``classify.onnx`` of a classifier package, bound through IOBinding when ``io_binding``
+    (as for :func:`make_step_function`) asks for it.
+
+    Raises:
+        ValueError: an unknown ``io_binding``.
+    """
+    from .binding import bind_classify_function
+
+    return bind_classify_function(ClassifyFunction(package), io_binding)

@@ -10,7 +10,9 @@ One worker thread per model runs ticks. A tick
 4. removes finished streams and hands all updates of the tick to the dispatcher at once.
 
 A stream's characters depend only on its own rows and its own sampler, so they are those of
-the same stream run alone.
+the same stream run alone. The batch state is opaque here: the step function stacks
+(``concat``), slices (``take``) and copies it to the host (``to_host``), host arrays or, through
+IOBinding, tensors kept on the device (``service.engine.binding``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 
 from .errors import EngineError, Overloaded, ShuttingDown
 from .generation_stream import GenerationStream, StreamUpdate
-from .graphs import State, StepFunction, concat_states, take_rows
+from .graphs import BatchState, StepFunction
 from .observer import Observer
 from .sampling import choose_rows
 
@@ -70,7 +72,7 @@ class GenerationScheduler:
         self._admitted = 0  # reserved + waiting + active
         self._waiting: list[GenerationStream] = []
         self._active: list[GenerationStream] = []
-        self._state: State | None = None
+        self._state: BatchState | None = None  # the active streams' rows, stacked by the step function
         self._closing: EngineError | None = None
         self._refusing: EngineError | None = None
         self._stopping = False
@@ -163,7 +165,13 @@ class GenerationScheduler:
             if stream.cancelled:
                 self._finish(stream)
                 continue
-            update = stream.advance(stream.initial_logits)
+            logits = stream.initial_logits
+            if logits is None:
+                if stream.params.max_new > 0:
+                    joined.append(stream)  # a pending character: this tick's step reads it first
+                    continue
+                logits = np.zeros(0, np.float32)  # max_new 0: the stream ends without reading any
+            update = stream.advance(logits)
             produced += stream.generated
             updates.append((stream, update))
             if stream.first_token_at is not None:
@@ -173,8 +181,10 @@ class GenerationScheduler:
             else:
                 joined.append(stream)
         if joined:
-            states = ([self._state] if self._active else []) + [s.state for s in joined]
-            self._state = concat_states(states)
+            states: list[BatchState] = [s.state for s in joined]
+            if self._active and self._state is not None:
+                states.insert(0, self._state)
+            self._state = self.step_fn.concat(states)
             self._active.extend(joined)
             for stream in joined:
                 stream.state = {}  # its rows now live in the batch
@@ -182,6 +192,8 @@ class GenerationScheduler:
         if not self._active:
             self.observer.tokens(self.model, produced)
             return
+        if self._state is None:
+            raise RuntimeError("generation scheduler: active streams without a batch state")
         x = np.fromiter((s.next_id for s in self._active), dtype=np.int64, count=len(self._active))
         logits, self._state = self.step_fn.step(x, self._state)  # (B, S)
         self.ticks += 1
@@ -192,6 +204,8 @@ class GenerationScheduler:
             stream = self._active[row]
             updates.append((stream, stream.advance(logits[row], token_id)))
             produced += 1
+            if stream.generated == 1 and stream.first_token_at is not None:  # a resumed stream's first
+                self.observer.first_token(self.model, stream.first_token_at - stream.created)
         self.observer.tokens(self.model, produced)
         self._drop_finished()
 
@@ -200,11 +214,13 @@ class GenerationScheduler:
         keep = [i for i, s in enumerate(self._active) if not (s.done or s.cancelled)]
         if len(keep) == len(self._active):
             return
-        for stream in self._active:
+        for row, stream in enumerate(self._active):
+            if stream.done and stream.keep_state and self._state is not None:
+                stream.state = self.step_fn.to_host(self.step_fn.take(self._state, [row]))  # for its snapshot
             if stream.done or stream.cancelled:
                 self._finish(stream)
         self._active = [self._active[i] for i in keep]
-        self._state = take_rows(self._state, keep) if keep else None
+        self._state = self.step_fn.take(self._state, keep) if keep and self._state is not None else None
 
     def _abort_all(self, joining: list[GenerationStream], error: EngineError, updates: Delivery) -> None:
         for stream in self._active + joining:
@@ -221,5 +237,5 @@ class GenerationScheduler:
         with self._cond:
             self._admitted -= 1
         if reason is None:
-            reason = stream.finish_reason if stream.done else "cancelled"
+            reason = (stream.finish_reason or "stop") if stream.done else "cancelled"
         self.observer.stream_end(self.model, stream.generated, time.perf_counter() - stream.created, reason)

@@ -21,6 +21,7 @@ from .errors import InvalidRequest, Overloaded
 from .generation import GenerationEngine, Prefill
 from .graphs import State
 from .sampling import log_softmax, top_alternatives
+from .state_token import Snapshot
 
 _ids = itertools.count(1)
 
@@ -52,6 +53,7 @@ class PredictionSession:
         self.length = 0
         self._state: State = engine.step_fn.initial_state(1)
         self._logits: np.ndarray | None = None  # (S,) after the last character
+        self._seen = np.zeros(engine.vocab_size, dtype=bool)  # (S,) ids in the text (repetition_penalty)
         self._lock = threading.Lock()
 
     def append(self, text: str) -> list[Prediction]:
@@ -77,6 +79,7 @@ class PredictionSession:
                 )
                 predictions.append(Prediction(self.engine.vocab[int(token_id)], self.length + t, logprob, top))
             self._state, self._logits = prefill.state, prefill.logits
+            self._seen[ids] = True
             self.length += ids.shape[0]
         return predictions
 
@@ -85,6 +88,7 @@ class PredictionSession:
         with self._lock:
             self._state = self.engine.step_fn.initial_state(1)
             self._logits = None
+            self._seen[:] = False
             self.length = 0
 
     def continuation_start(self) -> Prefill:
@@ -96,8 +100,29 @@ class PredictionSession:
         with self._lock:
             if self._logits is None:
                 raise InvalidRequest("send some text before asking for a continuation", param="text")
-            empty = np.zeros(0, dtype=np.int64)
-            return Prefill(ids=empty, logits=self._logits, all_logits=np.zeros((0, 0), np.float32), state=self._state)
+            # ids: the distinct characters of the text, all a continuation needs of it (they
+            # count as seen for repetition_penalty)
+            seen = np.flatnonzero(self._seen).astype(np.int64)
+            return Prefill(ids=seen, logits=self._logits, all_logits=np.zeros((0, 0), np.float32), state=self._state)
+
+    def snapshot(self) -> Snapshot:
+        """Where the session's text stands (for a state token): state, prediction, position."""
+        with self._lock:
+            seen = tuple(int(i) for i in np.flatnonzero(self._seen))
+            return Snapshot(self._state, self.length, None, self._logits, None, seen)
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Stand where ``snapshot`` stands: as if its whole text had been appended here.
+        Blocking (one prefill call when the snapshot has a pending character)."""
+        state, logits = snapshot.state, snapshot.logits
+        if snapshot.pending is not None:  # a completion's last character: read it now
+            prefill = self.engine.prefill(np.array([snapshot.pending], np.int64), state)
+            state, logits = prefill.state, prefill.logits
+        with self._lock:
+            self._state, self._logits, self.length = state, logits, snapshot.position
+            self._seen[:] = False
+            self._seen[list(snapshot.seen)] = True
+            self._seen[[index for index, _ in snapshot.counts]] = True
 
 
 class SessionRegistry:

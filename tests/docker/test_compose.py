@@ -60,7 +60,7 @@ def published(service: dict[str, Any]) -> list[tuple[str, str, str]]:
 def test_compose_file_is_valid_with_defaults_and_every_profile(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in [k for k in os.environ if k.startswith("TLSTM_")]:
         monkeypatch.delenv(key)
-    for profiles in ([], ["gpu"], ["train"], ["gpu", "train"]):
+    for profiles in ([], ["gpu"], ["train"], ["gpu", "train"], ["scale"]):
         args = [arg for profile in profiles for arg in ("--profile", profile)]
         compose(*args, "config", "--quiet", env=clean_environment(), timeout=60)
 
@@ -70,8 +70,8 @@ def test_compose_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """What the issue asks of each service, read from the rendered configuration."""
     for key in [k for k in os.environ if k.startswith("TLSTM_")]:
         monkeypatch.delenv(key)
-    services = rendered("gpu", "train")["services"]
-    assert set(services) == {"api", "api-gpu", "train"}
+    services = rendered("gpu", "train", "scale")["services"]
+    assert set(services) == {"api", "api-gpu", "train", "api-scale", "proxy"}  # scale: test_compose_scale.py
 
     api = services["api"]
     assert "profiles" not in api, "api must start with a plain `docker compose up`"

@@ -15,7 +15,7 @@ from .containers import REPO, run
 
 pytestmark = pytest.mark.docker
 
-DOCKERFILES = ["docker/Dockerfile", "docker/Dockerfile.gpu", "docker/Dockerfile.train"]
+DOCKERFILES = ["docker/Dockerfile", "docker/Dockerfile.gpu", "docker/Dockerfile.train", "docker/nginx/Dockerfile"]
 SCRIPTS = ["docker/test-docker.sh", "docker/wheelhouse.sh", "docker/stand-in-base.sh"]
 
 

@@ -23,7 +23,8 @@ def test_models_list_describes_each_package(server, packages):
         manifest = json.loads((packages.root / name / "manifest.json").read_text())
         assert card["object"] == "model" and card["owned_by"] == "tlstm" and isinstance(card["created"], int)
         assert card["kind"] == manifest["kind"] and card["depth"] == manifest["depth"]
-        assert card["input"] == manifest["input"]
+        assert {k: card["input"][k] for k in manifest["input"]} == manifest["input"]
+        assert card["metrics"] == manifest["metrics"]
         assert card["provider"] == "CPUExecutionProvider" and card["providers"] == ["CPUExecutionProvider"]
         assert card["architecture"]["tensor_size"] == manifest["config"]["tensor_size"]
     assert cards["chars"]["vocab_size"] == len(LM_VOCAB) and cards["chars"]["labels"] is None

@@ -32,11 +32,13 @@ def deterministic(records: list[dict]) -> list[dict]:
 
 # ---------------------------------------------------------------- every task learns
 def test_digits_learns(tmp_path):
+    # Batch 64: on one thread a step costs about what a batch of 32 does, and 100 steps end on the
+    # plateau instead of on the rise, where the float kernels of the CPU decide the figure.
     summary = train(tmp_path / "run", task="digits", task_options={"rows": True}, variant="tlstm-2d+cn", depth=2,
-                    channels=32, batch_size=32, lr=1e-2, max_steps=100, eval_every=50)
+                    channels=32, batch_size=64, lr=1e-2, max_steps=100, eval_every=50)
     metrics = summary["best_metrics"]
-    assert metrics["test_accuracy"] >= 0.7  # chance: 0.1
-    assert metrics["test_loss"] < math.log(10) - 1.0
+    assert metrics["test_accuracy"] >= 0.7  # chance: 0.1; worst of seeds 0-4: 0.936 (avx2), 0.897 (default)
+    assert metrics["test_loss"] < math.log(10) - 1.0  # 1.30; worst of seeds 0-4: 0.28 (avx2), 0.32 (default)
 
 
 def test_chars_learns_the_word_structure(tmp_path, word_file):
@@ -47,7 +49,7 @@ def test_chars_learns_the_word_structure(tmp_path, word_file):
     summary = train(tmp_path / "run", task="chars", task_options={"data": str(word_file), "bptt": 50}, variant="tlstm-2d+cn",
                     depth=2, channels=32, batch_size=16, lr=1e-2, max_steps=100, eval_every=50)
     bpc = summary["best_metrics"]["test_bpc"]
-    assert per_word_bits < bpc < unigram_bits - 1.5
+    assert per_word_bits < bpc < unigram_bits - 1.5  # 0.96 < bpc < 2.14; worst of seeds 0-4: 1.034 (avx2 and default)
 
 
 def _positional_majority_accuracy(task) -> float:
@@ -67,20 +69,26 @@ def test_addition_learns(tmp_path):
 
 
 def test_memorization_learns_and_records_samples_to_99(tmp_path):
+    # M=32 at lr 1e-2 reached 99% between steps 250 and 500 depending on the seed and the CPU's
+    # kernels; M=64 at lr 5e-3 reaches it by step 250 (seeds 0-7), and 400 steps leave a margin.
     summary = train(tmp_path / "run", task="memorization", task_options={"length": 3, "symbols": 8, "valid_size": 50, "test_size": 50},
-                    variant="tlstm-2d+cn", depth=2, channels=32, batch_size=32, lr=1e-2, max_steps=300, eval_every=50)
+                    variant="tlstm-2d+cn", depth=2, channels=64, batch_size=32, lr=5e-3, max_steps=400, eval_every=50)
     metrics = summary["best_metrics"]
-    assert metrics["test_accuracy"] >= 0.9  # chance: 1/8
-    assert metrics["samples_to_99_accuracy"] % 1600 == 0 and metrics["samples_to_99_accuracy"] <= 300 * 32
+    assert metrics["test_accuracy"] >= 0.9  # chance: 1/8; worst of seeds 0-4: 0.987 (avx2), 0.987 (default)
+    # worst of seeds 0-4: 8000 samples (step 250) under avx2 and under default
+    assert metrics["samples_to_99_accuracy"] % 1600 == 0 and metrics["samples_to_99_accuracy"] <= 400 * 32
     records = runlog.read_metrics(tmp_path / "run")
     first = next(r for r in records if r["split"] == "valid" and r["accuracy"] >= 0.99)
     assert metrics["samples_to_99_accuracy"] == first["samples"]
 
 
 def test_mnist_learns(tmp_path, mnist_dir):
+    # 100 training images of bars 2 of 28 columns wide. With M=16, 60 steps stopped in the middle of
+    # the rise from chance (train loss about 1.4), so the CPU's float kernels decided the figure
+    # (0.4 to 0.93 over seeds 0-4). M=32 leaves the plateau sooner and is at 100% by step 50-100.
     summary = train(tmp_path / "run", task="mnist", task_options={"data": str(mnist_dir), "rows": True}, variant="tlstm-2d+cn",
-                    depth=2, channels=16, batch_size=20, lr=1e-2, max_steps=60, eval_every=30)
-    assert summary["best_metrics"]["test_accuracy"] >= 0.8  # chance 0.1
+                    depth=2, channels=32, batch_size=20, lr=1e-2, max_steps=100, eval_every=50)
+    assert summary["best_metrics"]["test_accuracy"] >= 0.8  # chance 0.1; worst of seeds 0-4: 1.0 (avx2), 1.0 (default)
 
 
 # ---------------------------------------------------------------- run directory
