@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # The CPU wheel of torch; a bare `torch` would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv test test-docker test-browser screenshots serve models lint bench bench-service bench-incremental clean
+.PHONY: venv test test-docker test-browser screenshots serve models lint bench bench-service bench-incremental bench-scale clean
 
 venv: $(STAMP)
 
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e '.[cpu,train,dev]'
+	$(PY) -m pip install --quiet -e '.[cpu,train,dev,ray]'
 	touch $(STAMP)
 
 test: venv
@@ -52,6 +52,9 @@ bench-service: venv
 
 bench-incremental: venv
 	$(PY) bench/bench_incremental.py
+
+bench-scale: venv
+	$(PY) bench/bench_scale.py
 
 # ruff and mypy as pyproject.toml configures them (CI runs this before the tests).
 lint: venv

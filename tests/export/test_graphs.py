@@ -12,8 +12,8 @@ import torch
 
 from export.tidy import subgraphs
 from model.incremental import StaircaseLayout
-from tlstm.contract import FORMAT_VERSION, GRAPH_STATE, Manifest
 from tests.graph_runs import run_classify, run_prefill, run_step
+from tlstm.contract import FORMAT_VERSION, GRAPH_STATE, Manifest
 
 from .conftest import MAX_LENGTH, VARIANTS, assert_close, draw_inputs
 

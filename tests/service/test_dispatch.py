@@ -5,8 +5,8 @@ import threading
 import time
 from types import SimpleNamespace
 
-from service.engine.generation_stream import StreamUpdate
 from service.dispatch import LoopDispatch
+from service.engine.generation_stream import StreamUpdate
 
 
 class Recorder:
@@ -115,8 +115,8 @@ def test_first_characters_and_stream_ends_are_not_held_back():
 def test_a_stream_marks_the_update_with_its_first_character():
     import numpy as np
 
-    from service.engine.sampling import SamplingParams
     from service.engine.generation_stream import GenerationStream
+    from service.engine.sampling import SamplingParams
 
     logits = np.log(np.array([0.1, 0.7, 0.2]))
     stream = GenerationStream(["x", "y", "z"], SamplingParams(max_new=3, temperature=0), {}, logits, lambda u: None)
