@@ -116,7 +116,10 @@ def served_document(
             # The ids form: the card gives their range, not the vocabulary. An enum is never sent as 1.0.
             step: dict[str, Any] = {"enum": list(range(spec["size"]))}
         else:
-            step = {"type": "array", "items": {"type": "number"}, "minItems": spec["size"], "maxItems": spec["size"]}
+            # Feature values a model can take without overflowing (larger ones get a 400, tested
+            # by the negative cases and by test_inputs).
+            number = {"type": "number", "minimum": -1e3, "maximum": 1e3}
+            step = {"type": "array", "items": number, "minItems": spec["size"], "maxItems": spec["size"]}
         sequence = {"type": "array", "items": step, "minItems": 1, "maxItems": spec["max_length"]}
         classifications[f"ClassifyRequestFor_{card['id']}"] = _accepted(
             schemas["ClassifyRequest"], CLASSIFY_OPTIONS, model=card["id"],
