@@ -10,7 +10,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from ..engine.classification import to_classification
+from ..engine.classification import ClassificationBatcher, to_classification
 from ..engine.errors import EngineError, InvalidRequest
 from ..engine.inputs import parse_input
 from .completion_format import now
@@ -23,6 +23,32 @@ router = APIRouter(tags=["classify"])
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 422, 429, 503, 504)
 }
+
+
+async def classify_sequences(
+    batcher: ClassificationBatcher, sequences: list[np.ndarray], timeout: float, where: str = "inputs"
+) -> list[np.ndarray]:
+    """Each sequence's logits (S,) from the model's micro-batcher, within ``timeout`` seconds.
+
+    Raises:
+        APIError: the engine's refusal, a timeout, or an input whose output is not finite
+            (values too large for the model), named ``{where}[i]``.
+    """
+    try:
+        future = batcher.submit(sequences)
+        logits = await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+    except TimeoutError:
+        raise request_timeout(timeout) from None
+    except EngineError as exc:
+        raise from_engine(exc) from None
+    for index, row in enumerate(logits):
+        if not np.isfinite(row).all():
+            raise from_engine(InvalidRequest(
+                f"{where}[{index}]: the model's output is not finite for this input: its values are "
+                "too large for the model (prepare them as the model card's input describes)",
+                param=where,
+            ))
+    return logits
 
 
 @router.post("/v1/classify", response_model=ClassifyResponse, responses=ERRORS,
@@ -41,23 +67,10 @@ async def classify(body: ClassifyRequest, request: Request) -> JSONResponse:
     batcher = served.classifier
     if batcher is None:  # a classifier always has one; kept for type checkers
         raise APIError(500, f"model {served.name} has no classifier", code="internal_error")
-    future = batcher.submit(sequences)
-    timeout = service.settings.request_timeout_s
-    try:
-        logits = await asyncio.wait_for(asyncio.wrap_future(future), timeout)
-    except TimeoutError:
-        raise request_timeout(timeout) from None
-    except EngineError as exc:
-        raise from_engine(exc) from None
+    logits = await classify_sequences(batcher, sequences, service.settings.request_timeout_s)
     labels = served.labels or [str(i) for i in range(len(logits[0]))]
     data = []
     for index, row in enumerate(logits):
-        if not np.isfinite(row).all():
-            raise from_engine(InvalidRequest(
-                f"inputs[{index}]: the model's output is not finite for this input: its values are "
-                "too large for the model (prepare them as the model card's input describes)",
-                param="inputs",
-            ))
         result = to_classification(row, labels)
         item: dict[str, Any] = {"index": index, "label": result.label, "class_index": result.class_index}
         if body.return_probabilities:

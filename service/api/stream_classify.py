@@ -30,7 +30,8 @@ from ..engine.engine import ServedModel
 from ..engine.errors import EngineError
 from ..engine.inputs import parse_input
 from ..lifecycle import Service
-from .errors import APIError, from_engine, request_timeout
+from .classify import classify_sequences
+from .errors import APIError, from_engine
 
 CLASSIFY_FIELDS = {"type", "input", "input_format", "top_k", "id"}
 
@@ -93,16 +94,9 @@ async def _classify(service: Service, served: ServedModel, raw: str) -> dict[str
         raise APIError(503, "the service is shutting down; no new work is accepted", code="shutting_down")
     try:
         sequence = parse_input(message.get("input"), 0, served.spec, input_format)
-        future = served.classifier.submit([sequence])
     except EngineError as exc:
         raise from_engine(exc) from None
-    timeout = service.settings.request_timeout_s
-    try:
-        logits = await asyncio.wait_for(asyncio.wrap_future(future), timeout)
-    except TimeoutError:
-        raise request_timeout(timeout) from None
-    except EngineError as exc:
-        raise from_engine(exc) from None
+    logits = await classify_sequences(served.classifier, [sequence], service.settings.request_timeout_s, "input")
     names = labels or [str(i) for i in range(len(logits[0]))]
     result = to_classification(logits[0], names)
     answer: dict[str, Any] = {
