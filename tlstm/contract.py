@@ -28,9 +28,12 @@ shapes ``(P, M)`` or ``(P, P, M)`` (``(L, M)`` for the stacked baselines), and `
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 FORMAT = "tlstm-package"
 FORMAT_VERSION = 2
@@ -179,11 +182,16 @@ class TensorSpec:
         return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
 
 
+def _entries(entries: Any, where: str, fields: str, parse: Callable[[Any, str], T]) -> tuple[T, ...]:
+    """A manifest list whose items ``parse`` reads (each named ``where[i]`` in errors)."""
+    if not isinstance(entries, list):
+        raise PackageError(f"{where}: expected a list of {{{fields}}}, got {type(entries).__name__}")
+    return tuple(parse(entry, f"{where}[{i}]") for i, entry in enumerate(entries))
+
+
 def tensor_specs(entries: Any, where: str) -> tuple[TensorSpec, ...]:
     """A manifest list of ``{name, dtype, shape}`` as TensorSpecs."""
-    if not isinstance(entries, list):
-        raise PackageError(f"{where}: expected a list of {{name, dtype, shape}}, got {type(entries).__name__}")
-    return tuple(TensorSpec.from_dict(entry, f"{where}[{i}]") for i, entry in enumerate(entries))
+    return _entries(entries, where, "name, dtype, shape", TensorSpec.from_dict)
 
 
 @dataclass(frozen=True)
@@ -207,9 +215,7 @@ class StateTensor:
 
 
 def _state_layout(entries: Any, where: str) -> tuple[StateTensor, ...]:
-    if not isinstance(entries, list):
-        raise PackageError(f"{where}: expected a list of {{name, shape}}, got {type(entries).__name__}")
-    return tuple(StateTensor.from_dict(entry, f"{where}[{i}]") for i, entry in enumerate(entries))
+    return _entries(entries, where, "name, shape", StateTensor.from_dict)
 
 
 @dataclass(frozen=True)
@@ -574,8 +580,6 @@ class Manifest:
 
 def graph_metadata(manifest: Manifest, graph: str) -> dict[str, str]:
     """The package's description as ONNX ``metadata_props`` of one graph (JSON for structures)."""
-    import json
-
     data = manifest.to_dict()
     keys = ("format", "format_version", "name", "kind", "depth", "input", "vocab", "labels",
             "config", "precision", "state", "decoding", "metrics", "code_version", "created")

@@ -249,6 +249,19 @@ def _settings(values: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in values.items()) or "defaults"
 
 
+def _table_head(experiment: Experiment, settings: str, header: list[str]) -> list[str]:
+    """An experiment's section: heading, description, what it ran, and the table's header rows."""
+    return [
+        f"## {experiment.name}",
+        "",
+        *([experiment.description, ""] if experiment.description else []),
+        settings,
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",
+    ]
+
+
 def _experiment_table(experiment: Experiment, rows: list[dict[str, Any]]) -> list[str]:
     metric = next((r["metric"] for r in rows if r["experiment"] == experiment.name and r["metric"]), "")
     kind = _metric_kind(metric)
@@ -256,16 +269,12 @@ def _experiment_table(experiment: Experiment, rows: list[dict[str, Any]]) -> lis
     header = ["variant", "L", "M", "parameters", "runs", f"test {metric or 'metric'}", f"final valid {metric or 'metric'}"]
     header += ["samples to 99%"] if seq2seq else []
     header += ["ms/step"]
-    lines = [
-        f"## {experiment.name}",
-        "",
-        *( [experiment.description, ""] if experiment.description else [] ),
+    lines = _table_head(
+        experiment,
         f"Task `{experiment.task}` ({_settings(experiment.task_options)}). Hyperparameters, the same for every "
         f"variant: {_settings(experiment.train)}.",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",
-    ]
+        header,
+    )
     for (variant, depth, channels), group in groups(rows, experiment.name):
         done = [r for r in group if r["status"] == "done"]
         params = next((r["parameters"] for r in group if r["parameters"] != ""), "")
@@ -282,16 +291,12 @@ def _experiment_table(experiment: Experiment, rows: list[dict[str, Any]]) -> lis
 def _gradient_table(experiment: Experiment, grads: list[dict[str, Any]]) -> list[str]:
     lengths = experiment.analysis["lengths"]
     header = ["variant", "L", "M", "runs", *(f"T={t}" for t in lengths)]
-    lines = [
-        f"## {experiment.name}",
-        "",
-        *( [experiment.description, ""] if experiment.description else [] ),
+    lines = _table_head(
+        experiment,
         f"Mean ||d loss / d x_1|| at initialisation (loss of the final prediction y_T); settings: "
         f"{_settings({k: v for k, v in experiment.analysis.items() if k != 'lengths'})}.",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",
-    ]
+        header,
+    )
     for (variant, depth, channels), group in groups(grads, experiment.name):
         seeds = {r["seed"] for r in group}
         done = {r["seed"] for r in group if r["status"] == "done"}
