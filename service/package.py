@@ -13,6 +13,7 @@ training stack.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
@@ -67,13 +68,7 @@ def read_manifest(path: str | Path) -> Manifest:
     manifest = Manifest.from_dict(data, str(mpath))
     for name in manifest.files:
         _safe_relative(root, name, f"{mpath}: files")
-    return manifest if manifest.name else _named(manifest, root.name)
-
-
-def _named(manifest: Manifest, name: str) -> Manifest:
-    import dataclasses
-
-    return dataclasses.replace(manifest, name=name)
+    return manifest if manifest.name else dataclasses.replace(manifest, name=root.name)
 
 
 def verify_files(root: Path, manifest: Manifest) -> None:
