@@ -141,7 +141,12 @@ def _round(value: float | None, digits: int) -> float | str:
 
 # ---------------------------------------------------------------- the whole grid
 class Collector:
-    """Reads every cell's row; a done cell's row is read once per status update (cached)."""
+    """Reads every cell's row; a row is read again only when the cell's status record changed.
+
+    The cache is keyed on the whole record, not on its ``updated`` stamp: the stamp has a
+    resolution of one second, and a cell that fails at once writes "running" and "failed" within
+    the same second.
+    """
 
     def __init__(self, spec: GridSpec, out: str | Path) -> None:
         self.spec = spec
@@ -149,9 +154,9 @@ class Collector:
         self._cache: dict[str, tuple[Any, Any]] = {}
 
     def _cached(self, cell: Cell, read: Any) -> Any:
-        stamp = read_status(self.out / cell.rel_dir).get("updated")
+        stamp = read_status(self.out / cell.rel_dir)
         hit = self._cache.get(cell.id)
-        if hit is not None and hit[0] == stamp and stamp is not None:
+        if hit is not None and stamp and hit[0] == stamp:
             return hit[1]
         value = read(cell, self.out)
         self._cache[cell.id] = (stamp, value)
