@@ -85,6 +85,8 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     budget.add_argument("--eval-limit", type=int, default=None, help="validate on the first N examples (LM: symbols)")
     budget.add_argument("--eval-batch-size", type=int, default=None)
     budget.add_argument("--patience", type=int, default=None, help="early stopping: evaluations without improvement")
+    budget.add_argument("--stop-at", type=float, default=None, metavar="VALUE",
+                        help="stop once the validation metric reaches VALUE (e.g. 0.99 accuracy)")
     budget.add_argument("--checkpoint-every", type=int, default=None, help="steps between last.pt writes (default: --eval-every)")
     budget.add_argument("--log-every", type=int, default=10)
 
@@ -113,7 +115,7 @@ def resume_parser() -> argparse.ArgumentParser:
 
 
 _TRAIN_KEYS = ("seed", "device", "threads", "fused", "variant", "depth", "channels", "batch_size", "lr", "clip", "max_steps",
-               "max_time", "eval_every", "eval_limit", "eval_batch_size", "patience", "checkpoint_every", "log_every")
+               "max_time", "eval_every", "eval_limit", "eval_batch_size", "patience", "stop_at", "checkpoint_every", "log_every")
 
 
 def _config_from_args(args: argparse.Namespace):

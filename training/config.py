@@ -39,6 +39,9 @@ class TrainConfig:
             None for the whole split. The final test evaluation always uses the whole split.
         eval_batch_size: batch (LM: streams) for evaluation; None means ``batch_size``.
         patience: stop after this many evaluations without improvement; None never stops.
+        stop_at: stop at the first validation evaluation whose task metric reaches this value
+            (at least it where higher is better, at most it where lower is better), e.g. 0.99
+            for an algorithmic task that is solved; None never stops.
         checkpoint_every: write ``last.pt`` every this many steps; None means ``eval_every``.
         log_every: report the training loss every this many steps.
         seed: initialisation and data-order seed.
@@ -47,6 +50,10 @@ class TrainConfig:
         fused: the fused Triton step (``model.kernels``) for CUDA training: ``auto`` uses it
             where supported (a CUDA device and a supported variant), ``on`` requires it (an
             error otherwise), ``off`` never. The CPU never uses it.
+        allow_noncausal: train a non-causal variant (LN) on a language-model or seq2seq task,
+            which the trainer otherwise refuses. Such a model reads inputs after the one it
+            predicts, so its loss is not a causal model's; the one use is to measure that
+            leak (docs/reproduction.md, "LN reads the future").
     """
 
     task: str
@@ -64,12 +71,14 @@ class TrainConfig:
     eval_limit: int | None = None
     eval_batch_size: int | None = None
     patience: int | None = None
+    stop_at: float | None = None
     checkpoint_every: int | None = None
     log_every: int = 10
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
     fused: str = "auto"
+    allow_noncausal: bool = False
 
     def __post_init__(self) -> None:
         from .tasks import TASK_NAMES
@@ -90,8 +99,12 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.clip: expected a number >= 0 (0 disables clipping), got {self.clip!r}")
         if self.max_time is not None and (isinstance(self.max_time, bool) or not isinstance(self.max_time, int | float) or self.max_time <= 0):
             raise ValueError(f"TrainConfig.max_time: expected a positive number of seconds or None, got {self.max_time!r}")
+        if self.stop_at is not None and (isinstance(self.stop_at, bool) or not isinstance(self.stop_at, int | float)):
+            raise ValueError(f"TrainConfig.stop_at: expected a value of the task's metric or None, got {self.stop_at!r}")
         if self.device not in DEVICES:
             raise ValueError(f"TrainConfig.device: expected one of {list(DEVICES)}, got {self.device!r}")
+        if not isinstance(self.allow_noncausal, bool):
+            raise ValueError(f"TrainConfig.allow_noncausal: expected true or false, got {self.allow_noncausal!r}")
         if self.fused not in FUSED:
             raise ValueError(f"TrainConfig.fused: expected one of {list(FUSED)}, got {self.fused!r}")
         reserved = {"input_size", "output_size", "input_type", "channels"} & set(self.model_options)
@@ -125,3 +138,14 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
+
+
+def without_defaults(fields: dict[str, Any]) -> dict[str, Any]:
+    """A ``TrainConfig`` dict less the entries that hold their field's default.
+
+    Two descriptions of one run compare equal this way even when one was written before a
+    field (with a default that keeps the old behaviour) was added.
+    """
+    defaults = {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+                for f in dataclasses.fields(TrainConfig)}
+    return {k: v for k, v in fields.items() if k not in defaults or defaults[k] is dataclasses.MISSING or v != defaults[k]}

@@ -150,11 +150,12 @@ class Trainer:
             torch.set_num_threads(config.threads)
         self.task = build_task(config.task, config.task_options)
         self.model_config = config.model_config(self.task.input_size, self.task.output_size, self.task.input_type)
-        if self.task.kind in ("lm", "seq2seq") and not self.model_config.is_causal:
+        if self.task.kind in ("lm", "seq2seq") and not self.model_config.is_causal and not config.allow_noncausal:
             raise ValueError(
                 f"variant {config.variant!r} is not causal (LN pools later inputs into earlier outputs), "
                 f"so it cannot be trained on the {self.task.kind} task {config.task!r}; "
-                "expected a causal variant such as the +cn one"
+                "expected a causal variant such as the +cn one (allow_noncausal=True trains it anyway, "
+                "to measure the leak)"
             )
         if self.task.kind == "lm" and self.model_config.delay >= self.task.max_length:
             raise ValueError(f"bptt {self.task.max_length} must exceed the model's delay {self.model_config.delay} (depth - 1)")
@@ -259,8 +260,8 @@ class Trainer:
                 if step % self.config.log_every == 0 or step == self.config.max_steps:
                     self._log_train(progress)
                 evaluated = step % self.config.eval_every == 0 or step == self.config.max_steps
-                if evaluated and self._evaluate(progress):
-                    reason = "early_stopping"
+                if evaluated:
+                    reason = self._evaluate(progress)
                 if evaluated or step % self.config.checkpoint_interval == 0:
                     self._save_last()
         finally:
@@ -332,8 +333,8 @@ class Trainer:
         model.train(was_training)
         return self.task.metrics(self.ctx.sum(sums))
 
-    def _evaluate(self, progress: Progress | None = None) -> bool:
-        """Validate, keep the best checkpoint, plot; True when early stopping says stop."""
+    def _evaluate(self, progress: Progress | None = None) -> str | None:
+        """Validate, keep the best checkpoint, plot; the reason to stop, if there is one now."""
         st, task = self.state, self.task
         metrics = self.evaluate("valid", limit=self.config.eval_limit)
         value = metrics[task.metric]
@@ -357,7 +358,12 @@ class Trainer:
             if progress is not None:
                 shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
                 progress.message(f"[valid] step {st.step}: {shown}{' (best)' if improved else ''}")
-        return self.config.patience is not None and st.evals_since_best >= self.config.patience
+        target = self.config.stop_at
+        if target is not None and (value >= target if task.higher_is_better else value <= target):
+            return "stop_at"
+        if self.config.patience is not None and st.evals_since_best >= self.config.patience:
+            return "early_stopping"
+        return None
 
     def _finish(self, reason: str | None) -> None:
         st = self.state

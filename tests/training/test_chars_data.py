@@ -57,6 +57,31 @@ def test_enwik8_is_recognised_by_its_size_and_split_90m_5m_5m(tmp_path):
     assert split_sizes(ENWIK8_BYTES, enwik8=True) == (90_000_000, 5_000_000, 5_000_000)
 
 
+def test_uniform_stream_is_iid_uniform_deterministic_and_split_90_5_5():
+    task = CharsTask(uniform=4)
+    assert task.vocab == ["A", "B", "C", "D"] and task.settings["uniform"] == 4 and task.info["entropy_bits"] == 2.0
+    sizes = [len(task.splits[s]) for s in ("train", "valid", "test")]
+    assert sizes == [180_000, 10_000, 10_000]
+    counts = np.bincount(task.splits["train"], minlength=4) / sizes[0]
+    assert np.abs(counts - 0.25).max() < 0.005  # five standard deviations of a uniform draw
+    pairs = np.bincount(task.splits["train"][:-1] * 4 + task.splits["train"][1:], minlength=16) / (sizes[0] - 1)
+    assert np.abs(pairs - 1 / 16).max() < 0.003  # successive symbols independent
+    again = CharsTask(uniform=4)
+    assert again.info["fingerprint"] == task.info["fingerprint"]
+    assert all(np.array_equal(again.splits[k], task.splits[k]) for k in task.splits)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"uniform": 1}, "uniform: expected a number of symbols from 2 to 64, got 1"),
+    ({"uniform": 65}, "uniform: expected a number of symbols from 2 to 64, got 65"),
+    ({"uniform": 4, "data": "x.txt"}, "expected one source, a file or the uniform stream"),
+    ({"uniform": 4, "encoding": "bytes"}, "the uniform stream is modelled as characters"),
+])
+def test_bad_uniform_options_are_named(options, message):
+    with pytest.raises(ValueError, match=message):
+        CharsTask(**options)
+
+
 @pytest.mark.parametrize(("content", "message"), [(None, "no such file"), (b"", "0 bytes; expected at least 100"),
                                                   (b"abc", "3 bytes; expected at least 100")])
 def test_bad_files_are_named(tmp_path, content, message):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import signal
@@ -261,6 +262,31 @@ def test_changed_settings_over_an_existing_run_fail_that_cell_and_leave_it_alone
     assert "holds a run with other settings (lr: 0.01 there, 0.02 in the grid file)" in rows[0]["error"]
     after = _stamps(out / "runs/memo/slstm/L1-M12/seed0")
     assert {k: v for k, v in after.items() if k != "cell.json"} == {k: v for k, v in before.items() if k != "cell.json"}
+
+
+@pytest.mark.slow
+def test_runs_recorded_before_a_training_field_existed_are_still_the_same_cells(finished, tmp_path):
+    _, reference, _ = finished
+    out = tmp_path / "out"
+    shutil.copytree(reference / "runs" / "memo", out / "runs" / "memo")
+    added = ("stop_at", "allow_noncausal")  # fields whose defaults keep the behaviour of before
+    for run_dir in (out / "runs" / "memo").glob("*/*/seed0"):
+        for name, path in (("cell.json", ("identity", "train")), ("config.json", ("train",))):
+            record = json.loads((run_dir / name).read_text())
+            train = record
+            for key in path:
+                train = train[key]
+            assert set(added) <= set(train)
+            for key in added:
+                del train[key]
+            (run_dir / name).write_text(json.dumps(record))
+    before = {p: _stamps(p) for p in (out / "runs" / "memo").glob("*/*/seed0")}
+    memo_only = _write(tmp_path / "memo.toml", HEADER + MEMO)
+    assert grid([str(memo_only), "--out", str(out), "--workers", "2", "--no-figures"]) == 0  # nothing runs again
+    assert {p: _stamps(p) for p in before} == before
+    changed = _write(tmp_path / "changed.toml", HEADER + MEMO.replace("lr = 1e-2", "lr = 1e-2\nstop_at = 0.5"))
+    assert grid([str(changed), "--out", str(out), "--workers", "2", "--no-figures"]) == 1
+    assert "(stop_at: the default there, 0.5 in the grid file)" in _rows(out)[0]["error"]
 
 
 # ---------------------------------------------------------------- grid files

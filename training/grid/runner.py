@@ -106,18 +106,25 @@ def default_threads(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
+def _setting(train: dict[str, Any], key: str) -> str:
+    return repr(train[key]) if key in train else "the default"
+
+
 def cell_conflict(cell: Cell, run_dir: Path) -> str | None:
     """Why ``run_dir`` cannot hold this cell's run (it holds a run with other settings), or None."""
+    from training.config import without_defaults
+
     if cell.kind != "train" or not (run_dir / "config.json").is_file():
         return None
     try:
         stored = json.loads((run_dir / "config.json").read_text(encoding="utf-8")).get("train", {})
     except json.JSONDecodeError:
         return None  # a torn file of a run killed at its start; the trainer writes it again
-    wanted = cell.train_config("cpu", None).to_dict()
+    wanted = without_defaults(cell.train_config("cpu", None).to_dict())
+    stored = without_defaults(stored)
     ignored = set(RUNTIME_KEYS) | set(BUDGET_KEYS)
     differ = [
-        f"{key}: {stored.get(key)!r} there, {wanted.get(key)!r} in the grid file"
+        f"{key}: {_setting(stored, key)} there, {_setting(wanted, key)} in the grid file"
         for key in sorted(set(wanted) | set(stored)) if key not in ignored and stored.get(key) != wanted.get(key)
     ]
     if not differ:

@@ -60,7 +60,7 @@ EXPERIMENT_KEYS = {
 }
 # [experiment.train]: every TrainConfig field that is not set per cell (task, variant, L, M, seed)
 TRAIN_KEYS = ("batch_size", "lr", "clip", "max_steps", "max_time", "eval_every", "eval_limit", "eval_batch_size",
-              "patience", "checkpoint_every", "log_every", "model_options")
+              "patience", "stop_at", "checkpoint_every", "log_every", "model_options", "allow_noncausal")
 # TrainConfig fields that may change between invocations of a grid without making a cell another
 # cell: where it runs, and its budget (a longer budget continues a finished run, as
 # ``tlstm train --resume --max-steps`` does).
@@ -286,11 +286,12 @@ def _check_train_cells(where: str, cells: list[Cell]) -> None:
             model = config.model_config(2, 2, input_type)
         except ValueError as exc:
             raise GridError(f"{where}: cell {cell.variant} L={cell.depth} M={cell.channels}: {exc}") from exc
-        if kind in ("lm", "seq2seq") and not model.is_causal:
+        if kind in ("lm", "seq2seq") and not model.is_causal and not config.allow_noncausal:
             raise GridError(
                 f"{where}: key 'variants': {cell.variant!r} is not causal (LN pools later inputs into earlier "
                 f"outputs), and the trainer refuses it for the {kind} task {cell.task!r}; expected a causal "
-                "variant (no suffix or +cn), or a classification task for +ln"
+                "variant (no suffix or +cn), a classification task for +ln, or allow_noncausal = true in "
+                "[experiment.train] to measure the leak"
             )
 
 

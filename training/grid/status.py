@@ -14,7 +14,8 @@
      "pid": 12345,                 # the worker process of the latest attempt
      "updated": "2025-01-01T12:00:00+00:00"}
 
-A cell is finished when its status is ``done`` and its identity equals the grid's cell; any
+A cell is finished when its status is ``done`` and its identity equals the grid's cell (entries
+that hold ``TrainConfig``'s defaults aside: see :func:`comparable`); any
 other state runs again, and the trainer resumes it from ``last.pt``. The worker holds an
 exclusive ``flock`` on ``.cell.lock`` while it runs, so that no two processes (an orphaned
 worker of a killed grid and a rerun, or two grids on one directory) train one cell at once.
@@ -71,7 +72,18 @@ def update_status(run_dir: Path, **changes: Any) -> dict[str, Any]:
 def is_finished(run_dir: Path, identity: dict[str, Any]) -> bool:
     """Whether the cell in ``run_dir`` is done with exactly this identity."""
     status = read_status(run_dir)
-    return status.get("status") == "done" and status.get("identity") == identity
+    stored = status.get("identity")
+    return status.get("status") == "done" and isinstance(stored, dict) and comparable(stored) == comparable(identity)
+
+
+def comparable(identity: dict[str, Any]) -> dict[str, Any]:
+    """An identity as cells are compared: a training configuration less its default entries,
+    so that a field added to ``TrainConfig`` later does not make finished cells run again."""
+    if not isinstance(identity.get("train"), dict):
+        return identity
+    from training.config import without_defaults
+
+    return {**identity, "train": without_defaults(identity["train"])}
 
 
 @contextlib.contextmanager

@@ -7,7 +7,11 @@ Data, in order of precedence:
 * a file of exactly 100,000,000 bytes: enwik8 (the Hutter Prize file), modelled as bytes and
   split 90M/5M/5M as in the paper; its vocabulary is the byte values it contains (205);
 * any other file: modelled as characters when it is valid UTF-8, else as bytes, split
-  90%/5%/5% in file order.
+  90%/5%/5% in file order;
+* ``uniform=K`` instead of a path: an i.i.d. uniform stream of the first K base64 symbols,
+  200,000 of them drawn from a fixed seed, split 90%/5%/5%. Its entropy is exactly
+  log2 K bits per symbol, which no causal model can beat on held-out data: the control for a
+  model that reads the future (docs/reproduction.md, "LN reads the future").
 
 Vocabulary entries are one-character strings: the character itself, or for byte models the
 byte's Latin-1 character ``chr(b)`` (``settings["encoding"] == "bytes"`` says which).
@@ -26,6 +30,7 @@ import numpy as np
 from ..corpus import collect_docstrings, corpus_fingerprint, python_version
 from .base import DataError
 from .lm import LanguageModelTask
+from .memorization import ALPHABET
 
 ENWIK8_BYTES = 100_000_000
 ENWIK8_SPLIT = (90_000_000, 5_000_000, 5_000_000)
@@ -33,7 +38,10 @@ FILE_FRACTIONS = (0.90, 0.05)  # train, valid; the rest is test
 MIN_SYMBOLS = 100
 DEFAULT_BPTT = 100
 
-OPTIONS = ("data", "encoding", "bptt")  # the command-line options that build() takes
+UNIFORM_SYMBOLS = 200_000
+UNIFORM_SEED = 20171204  # the paper's conference week; any fixed seed would do
+
+OPTIONS = ("data", "uniform", "encoding", "bptt")  # the command-line options that build() takes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--data", default=None, metavar="PATH",
                        help="text or byte file (enwik8 recognised by its size); default: the Python "
                             "standard library's docstrings")
+    group.add_argument("--uniform", type=int, default=None, metavar="K",
+                       help="instead of --data: an i.i.d. uniform stream of K symbols (entropy log2 K bits)")
     group.add_argument("--encoding", choices=["auto", "chars", "bytes"], default="auto",
                        help="model characters or bytes; auto: characters for UTF-8 text, bytes otherwise")
     group.add_argument("--bptt", type=int, default=DEFAULT_BPTT,
@@ -75,6 +85,16 @@ def _encode_chars(text: str) -> tuple[np.ndarray, list[str]]:
     present, ids = np.unique(codes, return_inverse=True)
     dtype = np.uint8 if len(present) <= 256 else np.int32
     return ids.astype(dtype), [chr(int(c)) for c in present]
+
+
+def uniform_stream(symbols: int) -> tuple[dict[str, np.ndarray], list[str], dict[str, Any]]:
+    """The i.i.d. uniform stream of ``symbols`` symbols: (splits, vocab, settings describing it)."""
+    if isinstance(symbols, bool) or not isinstance(symbols, int) or not 2 <= symbols <= len(ALPHABET):
+        raise ValueError(f"uniform: expected a number of symbols from 2 to {len(ALPHABET)}, got {symbols!r}")
+    ids = np.random.default_rng(UNIFORM_SEED).integers(0, symbols, size=UNIFORM_SYMBOLS).astype(np.uint8)
+    source = {"corpus": "uniform", "symbols": symbols, "seed": UNIFORM_SEED, "encoding": "chars",
+              "entropy_bits": float(np.log2(symbols)), "fingerprint": "sha256:" + hashlib.sha256(ids.data).hexdigest()}
+    return _split(ids, enwik8=False), list(ALPHABET[:symbols]), source
 
 
 def load(data: str | None, encoding: str = "auto") -> tuple[dict[str, np.ndarray], list[str], dict[str, Any]]:
@@ -126,9 +146,16 @@ def load(data: str | None, encoding: str = "auto") -> tuple[dict[str, np.ndarray
 class CharsTask(LanguageModelTask):
     name = "chars"
 
-    def __init__(self, data: str | None = None, encoding: str = "auto", bptt: int = DEFAULT_BPTT) -> None:
-        splits, vocab, info = load(data, encoding)
+    def __init__(self, data: str | None = None, encoding: str = "auto", bptt: int = DEFAULT_BPTT,
+                 uniform: int | None = None) -> None:
+        if uniform is not None and data is not None:
+            raise ValueError(f"data {data!r} and uniform {uniform!r}: expected one source, a file or the uniform stream")
+        if uniform is not None and encoding not in ("auto", "chars"):
+            raise ValueError(f"encoding: the uniform stream is modelled as characters; expected 'auto' or 'chars', got {encoding!r}")
+        splits, vocab, info = uniform_stream(uniform) if uniform is not None else load(data, encoding)
         settings = {"data": data, "encoding": info["encoding"], "bptt": bptt}
+        if uniform is not None:
+            settings["uniform"] = uniform
         super().__init__(splits, vocab, bptt, settings)
         self.info = info
 
