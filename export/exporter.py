@@ -316,7 +316,8 @@ def export_package(
             staircase_state=staircase_layout(frozen) if decoding.incremental else None,
             decoding=decoding,
             files={},
-            metrics=checkpoint.metrics,
+            # the model card's parameter count (GET /v1/models) travels with the metrics
+            metrics={**checkpoint.metrics, "parameters": sum(p.numel() for p in model.parameters())},
             code_version=code_version(),
             created=datetime.now(UTC).isoformat(timespec="seconds"),
             verification={"seed": seed},

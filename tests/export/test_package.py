@@ -48,6 +48,9 @@ def test_sound_package_opens_with_what_the_manifest_says(packages):
     assert package.name == KEY  # the directory name unless --name was given
     assert list(package.manifest.vocab) == exported.checkpoint.task["vocab"]
     assert package.depth == config.depth
+    model = exported.checkpoint.build_model()
+    assert package.manifest.metrics["parameters"] == sum(p.numel() for p in model.parameters())
+    assert package.manifest.metrics["loss"] == exported.checkpoint.metrics["loss"]  # the checkpoint's, kept
     assert set(package.sessions) == {"step", "prefill", "step_incremental", "staircase"}
     assert package.providers == ["CPUExecutionProvider"]
     state = initial_state(package, 3)
