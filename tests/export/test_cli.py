@@ -28,7 +28,8 @@ def test_export_a_run_directory_from_the_command_line(tmp_path, capsys):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["input"] == {"type": "features", "size": 3, "max_length": 10}
     assert manifest["labels"] == checkpoint.task["labels"]
-    assert manifest["metrics"] == {"loss": 1.5}
+    parameters = sum(p.numel() for p in checkpoint.build_model().parameters())
+    assert manifest["metrics"] == {"loss": 1.5, "parameters": parameters}  # the checkpoint's, and the count
     assert manifest["verification"]["seed"] == 3
     assert any("T=13" in case for case in manifest["verification"]["classify"]["cases"])  # beyond --max-length
     assert manifest["code_version"].startswith("tlstm ")
