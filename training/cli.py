@@ -114,7 +114,7 @@ def resume_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_TRAIN_KEYS = ("seed", "device", "threads", "fused", "variant", "depth", "channels", "batch_size", "lr", "clip", "max_steps",
+TRAIN_KEYS = ("seed", "device", "threads", "fused", "variant", "depth", "channels", "batch_size", "lr", "clip", "max_steps",
                "max_time", "eval_every", "eval_limit", "eval_batch_size", "patience", "stop_at", "checkpoint_every", "log_every")
 
 
@@ -126,7 +126,7 @@ def _config_from_args(args: argparse.Namespace):
         task=args.task,
         task_options={k: values[k] for k in task_module(args.task).OPTIONS},
         model_options={} if args.impl == "fast" else {"impl": args.impl},
-        **{k: values[k] for k in _TRAIN_KEYS},
+        **{k: values[k] for k in TRAIN_KEYS},
     )
 
 

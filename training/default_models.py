@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .cli import TRAIN_KEYS
 from .config import TrainConfig
 
 SEED = 20171117
@@ -61,8 +62,7 @@ def train_command(config: TrainConfig, run_dir: Path) -> list[str]:
             args += [flag] if value else []
         elif value is not None:
             args += [flag, str(value)]
-    for key in ("variant", "depth", "channels", "batch_size", "lr", "clip", "max_steps", "max_time", "eval_every",
-                "eval_limit", "eval_batch_size", "patience", "checkpoint_every", "log_every", "seed", "device", "threads"):
+    for key in TRAIN_KEYS:  # every option `tlstm train` takes, so that none is dropped on the way
         value = getattr(config, key)
         if value is not None:
             args += ["--" + key.replace("_", "-"), str(value)]
