@@ -27,17 +27,16 @@ import os
 import platform
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from service.local import LocalServer
 
 ROOT = Path(__file__).resolve().parent.parent
 CHARS_PER_STREAM = 2000
@@ -45,56 +44,10 @@ STREAMS = 32
 CLIENTS = 64
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Server:
-    """``tlstm serve [--ray --replicas N]`` as a subprocess on a free port, stopped with SIGTERM."""
-
-    def __init__(self, models: Path, replicas: int | None) -> None:
-        self.port = free_port()
-        command = [sys.executable, "-m", "tlstm.cli", "serve", "--models", str(models), "--port", str(self.port)]
-        if replicas is not None:
-            command += ["--ray", "--replicas", str(replicas)]
-        env = {**os.environ, "TLSTM_PROVIDERS": "CPUExecutionProvider", "TLSTM_MAX_NEW_CHARS": "100000",
-               "TLSTM_MAX_STREAMS": "64", "TLSTM_LOG_LEVEL": "warning", "TLSTM_REQUEST_TIMEOUT_S": "600"}
-        self.log: list[str] = []
-        self.proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.log.append(line)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def wait_ready(self, timeout: float = 300) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit("[bench] the server exited:\n" + "".join(self.log[-40:]))
-            try:
-                if httpx.get(f"{self.url}/health/ready", timeout=5).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise SystemExit("[bench] the server did not become ready:\n" + "".join(self.log[-40:]))
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(120)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(30)
+def Server(models: Path, replicas: int | None) -> LocalServer:  # noqa: N802 - reads as the class it makes
+    """``tlstm serve [--ray --replicas N]`` on a free port with the benchmark's settings."""
+    env = {"TLSTM_MAX_NEW_CHARS": "100000", "TLSTM_MAX_STREAMS": "64", "TLSTM_REQUEST_TIMEOUT_S": "600"}
+    return LocalServer(models, env, None if replicas is None else ["--ray", "--replicas", str(replicas)])
 
 
 def _post_script(path: str, body: dict[str, Any]) -> str:

@@ -29,8 +29,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
-import signal
 import statistics
 import string
 import subprocess
@@ -40,6 +38,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from service.local import LocalServer
 
 ROOT = Path(__file__).resolve().parent.parent
 REPEATS = 3  # generation figures are the median of this many runs
@@ -432,52 +432,10 @@ def phase_http(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- the server
-class Server:
-    """``tlstm serve`` on a free port, stopped with SIGTERM."""
-
-    def __init__(self, models: Path, env: dict[str, str]) -> None:
-        settings = {"TLSTM_PROVIDERS": "CPUExecutionProvider", "TLSTM_MAX_NEW_CHARS": "100000",
-                    "TLSTM_MAX_STREAMS": "64", "TLSTM_LOG_LEVEL": "warning", "TLSTM_REQUEST_TIMEOUT_S": "600",
-                    "TLSTM_DECODE": "incremental", **env}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service.server", "--models", str(models), "--port", "0", "--log-level", "info"],
-            cwd=ROOT, env={**os.environ, **settings}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        self.port: int | None = None
-        self.log: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.log.append(line)
-            match = re.search(r"running on http://127\.0\.0\.1:(\d+)", line)
-            if match:
-                self.port = int(match.group(1))
-
-    def wait_ready(self, timeout: float = 120) -> str:
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit("[bench] the server exited:\n" + "".join(self.log))
-            if self.port is not None:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{self.port}/health/ready").status_code == 200:
-                        return f"http://127.0.0.1:{self.port}"
-                except httpx.TransportError:
-                    pass
-            time.sleep(0.1)
-        raise SystemExit("[bench] the server did not become ready")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+def Server(models: Path, env: dict[str, str]) -> LocalServer:  # noqa: N802 - reads as the class it makes
+    """``tlstm serve`` on a free port with the benchmark's settings and ``env`` over them."""
+    return LocalServer(models, {"TLSTM_MAX_NEW_CHARS": "100000", "TLSTM_MAX_STREAMS": "64",
+                                "TLSTM_REQUEST_TIMEOUT_S": "600", "TLSTM_DECODE": "incremental", **env})
 
 
 # ---------------------------------------------------------------------- report

@@ -78,6 +78,8 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--batch-size", type=int, default=32, help="global batch (LM: parallel streams)")
     opt.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     opt.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping (0 disables)")
+    opt.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
+                     help="constant, or cosine from --lr down to a tenth of it over --max-steps")
     budget = parser.add_argument_group("budget, evaluation, logging")
     budget.add_argument("--max-steps", type=int, default=1000)
     budget.add_argument("--max-time", type=float, default=None, metavar="SECONDS", help="wall-clock budget")
@@ -114,8 +116,8 @@ def resume_parser() -> argparse.ArgumentParser:
     return parser
 
 
-TRAIN_KEYS = ("seed", "device", "threads", "fused", "variant", "depth", "channels", "batch_size", "lr", "clip", "max_steps",
-               "max_time", "eval_every", "eval_limit", "eval_batch_size", "patience", "stop_at", "checkpoint_every", "log_every")
+TRAIN_KEYS = ("seed", "device", "threads", "fused", "variant", "depth", "channels", "batch_size", "lr", "lr_schedule", "clip",
+              "max_steps", "max_time", "eval_every", "eval_limit", "eval_batch_size", "patience", "stop_at", "checkpoint_every", "log_every")
 
 
 def _config_from_args(args: argparse.Namespace):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,8 @@ from model.config import dataclass_from_dict
 
 DEVICES = ("auto", "cpu", "cuda")
 FUSED = ("auto", "on", "off")  # model.kernels.FUSED_SETTINGS
+LR_SCHEDULES = ("constant", "cosine")
+COSINE_FLOOR = 0.1  # the cosine schedule ends at this fraction of lr
 
 
 def _positive_int(name: str, value: Any, allow_none: bool = False) -> None:
@@ -54,6 +57,8 @@ class TrainConfig:
             which the trainer otherwise refuses. Such a model reads inputs after the one it
             predicts, so its loss is not a causal model's; the one use is to measure that
             leak (docs/reproduction.md, "LN reads the future").
+        lr_schedule: ``constant`` (``lr`` throughout) or ``cosine`` (from ``lr`` down to
+            ``COSINE_FLOOR * lr`` over ``max_steps``); see :meth:`lr_at`.
     """
 
     task: str
@@ -79,6 +84,7 @@ class TrainConfig:
     threads: int | None = None
     fused: str = "auto"
     allow_noncausal: bool = False
+    lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
         from .tasks import TASK_NAMES
@@ -105,6 +111,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.device: expected one of {list(DEVICES)}, got {self.device!r}")
         if not isinstance(self.allow_noncausal, bool):
             raise ValueError(f"TrainConfig.allow_noncausal: expected true or false, got {self.allow_noncausal!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"TrainConfig.lr_schedule: expected one of {list(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.fused not in FUSED:
             raise ValueError(f"TrainConfig.fused: expected one of {list(FUSED)}, got {self.fused!r}")
         reserved = {"input_size", "output_size", "input_type", "channels"} & set(self.model_options)
@@ -113,6 +121,17 @@ class TrainConfig:
                 f"TrainConfig.model_options: {sorted(reserved)} come from the task and --channels; "
                 "expected only other TLSTMConfig fields"
             )
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of optimizer step ``step`` (0-based) under ``lr_schedule``.
+
+        ``constant``: ``lr`` throughout. ``cosine``: half a cosine from ``lr`` at step 0 down to
+        ``lr * COSINE_FLOOR`` at ``max_steps``, so the schedule follows the run's budget.
+        """
+        if self.lr_schedule == "constant":
+            return self.lr
+        progress = min(step / self.max_steps, 1.0)
+        return self.lr * (COSINE_FLOOR + (1.0 - COSINE_FLOOR) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
     @property
     def checkpoint_interval(self) -> int:

@@ -36,9 +36,9 @@ DIGITS_MIN_ACCURACY = 0.95
 
 DEFAULT_MODELS: dict[str, TrainConfig] = {
     "chars": TrainConfig(
-        task="chars", task_options={"data": None, "uniform": None, "encoding": "auto", "bptt": 100},
-        variant="tlstm-2d+cn", depth=3, channels=128, batch_size=32, lr=2e-3, clip=1.0,
-        max_steps=3000, eval_every=250, eval_limit=40_000, patience=None,
+        task="chars", task_options={"data": None, "corpus": "python-docs", "uniform": None, "encoding": "auto", "bptt": 100},
+        variant="tlstm-2d+cn", depth=3, channels=192, batch_size=32, lr=2e-3, lr_schedule="cosine", clip=1.0,
+        max_steps=4400, eval_every=400, eval_limit=40_000, patience=None,
         log_every=50, seed=SEED, device="cpu", threads=1,
     ),
     "digits": TrainConfig(

@@ -298,6 +298,8 @@ class Trainer:
         ).to(ctx.device)
         self.model.train()
         loss, sums, self.carry = self.objective(batch, None if batch.reset else self.carry)
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.lr_at(self.state.step)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.clip > 0:
@@ -316,7 +318,7 @@ class Trainer:
         rate = sums.get("count", 0.0) / max(now - self._window_start, 1e-9)
         self._window_start = now
         record = {"split": "train", "step": self.state.step, "samples": self.state.samples, **metrics,
-                  "elapsed_s": round(self.state.elapsed_s, 3), "items_per_s": round(rate, 1)}
+                  "lr": self.config.lr_at(self.state.step - 1), "elapsed_s": round(self.state.elapsed_s, 3), "items_per_s": round(rate, 1)}
         if self.ctx.is_main:
             runlog.append_metrics(self.run_dir, record)
         shown = {"loss": metrics["loss"], self.task.metric: metrics[self.task.metric], "items/s": round(rate)}

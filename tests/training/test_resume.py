@@ -17,8 +17,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _train_args(run: Path, word_file: Path) -> list[str]:
-    # chars: the resumed state includes the language model's carried recurrent state.
+    # chars: the resumed state includes the language model's carried recurrent state; the cosine
+    # schedule's rate depends on the step, which the resumed run must pick up where it was.
     return ["chars", "--data", str(word_file), "--bptt", "20", "--depth", "2", "--channels", "24", "--batch-size", "8",
+            "--lr-schedule", "cosine",
             "--max-steps", "60", "--eval-every", "20", "--eval-limit", "400", "--checkpoint-every", "3", "--log-every", "5",
             "--threads", "1", "--device", "cpu", "--out", str(run)]
 

@@ -127,6 +127,23 @@ def test_same_seed_gives_a_bit_identical_run(tmp_path, word_file):
     assert not torch.equal(a.model_state["w_h"], c.model_state["w_h"])
 
 
+def test_cosine_schedule_sets_each_steps_rate_and_logs_it(tmp_path):
+    config = TrainConfig(task="digits", lr=1e-2, max_steps=40, lr_schedule="cosine")
+    assert config.lr_at(0) == pytest.approx(1e-2) and config.lr_at(40) == pytest.approx(1e-3)
+    assert config.lr_at(20) == pytest.approx(5.5e-3)  # halfway: the floor plus half the span
+    rates = [config.lr_at(s) for s in range(41)]
+    assert all(a > b for a, b in zip(rates, rates[1:], strict=False))
+    assert TrainConfig(task="digits", lr=1e-2).lr_at(39) == 1e-2  # constant by default
+    with pytest.raises(ValueError, match=r"lr_schedule: expected one of \['constant', 'cosine'\], got 'linear'"):
+        TrainConfig(task="digits", lr_schedule="linear")
+    train(tmp_path / "run", task="digits", task_options={"rows": True}, depth=2, channels=8, lr=1e-2, max_steps=40,
+          eval_every=20, lr_schedule="cosine")
+    logged = [r["lr"] for r in runlog.read_metrics(tmp_path / "run") if r["split"] == "train"]
+    assert logged == [config.lr_at(s - 1) for s in (10, 20, 30, 40)]  # the rate of each logged step
+    last = load_checkpoint(tmp_path / "run" / runlog.LAST)
+    assert last.trainer["optimizer"]["param_groups"][0]["lr"] == config.lr_at(39)
+
+
 # ---------------------------------------------------------------- stops and budgets
 def test_early_stopping_after_patience_evaluations_without_improvement(tmp_path):
     summary = train(tmp_path / "run", task="digits", task_options={"rows": True}, depth=2, channels=8, lr=1e-12,

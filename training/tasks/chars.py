@@ -2,8 +2,9 @@
 
 Data, in order of precedence:
 
-* no path: the default corpus, the running Python standard library's docstrings
-  (:mod:`training.corpus`), modelled as characters;
+* no path: a corpus of the running Python (:mod:`training.corpus`), modelled as characters:
+  by default its standard library's docstrings, or with ``corpus=python-docs`` its language
+  reference followed by them;
 * a file of exactly 100,000,000 bytes: enwik8 (the Hutter Prize file), modelled as bytes and
   split 90M/5M/5M as in the paper; its vocabulary is the byte values it contains (205);
 * any other file: modelled as characters when it is valid UTF-8, else as bytes, split
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..corpus import collect_docstrings, corpus_fingerprint, python_version
+from ..corpus import CORPORA, collect, corpus_fingerprint, python_version
 from .base import DataError
 from .lm import LanguageModelTask
 from .memorization import ALPHABET
@@ -41,7 +42,7 @@ DEFAULT_BPTT = 100
 UNIFORM_SYMBOLS = 200_000
 UNIFORM_SEED = 20171204  # the paper's conference week; any fixed seed would do
 
-OPTIONS = ("data", "uniform", "encoding", "bptt")  # the command-line options that build() takes
+OPTIONS = ("data", "corpus", "uniform", "encoding", "bptt")  # the command-line options that build() takes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--data", default=None, metavar="PATH",
                        help="text or byte file (enwik8 recognised by its size); default: the Python "
                             "standard library's docstrings")
+    group.add_argument("--corpus", choices=list(CORPORA), default="docstrings",
+                       help="without --data: the Python corpus (docstrings, or python-docs: the language "
+                            "reference and the docstrings)")
     group.add_argument("--uniform", type=int, default=None, metavar="K",
                        help="instead of --data: an i.i.d. uniform stream of K symbols (entropy log2 K bits)")
     group.add_argument("--encoding", choices=["auto", "chars", "bytes"], default="auto",
@@ -97,23 +101,30 @@ def uniform_stream(symbols: int) -> tuple[dict[str, np.ndarray], list[str], dict
     return _split(ids, enwik8=False), list(ALPHABET[:symbols]), source
 
 
-def load(data: str | None, encoding: str = "auto") -> tuple[dict[str, np.ndarray], list[str], dict[str, Any]]:
-    """Read and split the data; returns (splits, vocab, settings describing the source).
+CORPUS_LABELS = {"docstrings": "python-stdlib-docstrings", "python-docs": "python-reference-and-docstrings"}
+
+
+def load(data: str | None, encoding: str = "auto", corpus: str = "docstrings") -> tuple[dict[str, np.ndarray], list[str], dict[str, Any]]:
+    """Read and split the data (a file, else the named Python corpus); returns (splits, vocab, settings describing the source).
 
     Raises:
         DataError: missing, empty, too short or undecodable file.
-        ValueError: an unknown encoding.
+        ValueError: an unknown encoding or corpus.
     """
     if encoding not in ("auto", "chars", "bytes"):
         raise ValueError(f"encoding: expected one of ['auto', 'chars', 'bytes'], got {encoding!r}")
+    if corpus not in CORPORA:
+        raise ValueError(f"corpus: expected one of {list(CORPORA)}, got {corpus!r}")
     if data is None:
         if encoding == "bytes":
-            raise ValueError("encoding: the default corpus is modelled as characters; expected 'auto' or 'chars'")
-        text = collect_docstrings()
+            raise ValueError("encoding: the Python corpora are modelled as characters; expected 'auto' or 'chars'")
+        text = collect(corpus)
         ids, vocab = _encode_chars(text)
-        source = {"corpus": "python-stdlib-docstrings", "python": python_version(),
+        source = {"corpus": CORPUS_LABELS[corpus], "python": python_version(),
                   "fingerprint": corpus_fingerprint(text), "encoding": "chars"}
         return _split(ids, enwik8=False), vocab, source
+    if corpus != "docstrings":
+        raise ValueError(f"data {data!r} and corpus {corpus!r}: expected one source, a file or a Python corpus")
     path = Path(data)
     if not path.is_file():
         raise DataError(f"--data {path}: no such file; expected a text or byte file (e.g. enwik8)")
@@ -147,13 +158,17 @@ class CharsTask(LanguageModelTask):
     name = "chars"
 
     def __init__(self, data: str | None = None, encoding: str = "auto", bptt: int = DEFAULT_BPTT,
-                 uniform: int | None = None) -> None:
+                 uniform: int | None = None, corpus: str = "docstrings") -> None:
         if uniform is not None and data is not None:
             raise ValueError(f"data {data!r} and uniform {uniform!r}: expected one source, a file or the uniform stream")
+        if uniform is not None and corpus != "docstrings":
+            raise ValueError(f"corpus {corpus!r} and uniform {uniform!r}: expected one source, a Python corpus or the uniform stream")
         if uniform is not None and encoding not in ("auto", "chars"):
             raise ValueError(f"encoding: the uniform stream is modelled as characters; expected 'auto' or 'chars', got {encoding!r}")
-        splits, vocab, info = uniform_stream(uniform) if uniform is not None else load(data, encoding)
+        splits, vocab, info = uniform_stream(uniform) if uniform is not None else load(data, encoding, corpus)
         settings = {"data": data, "encoding": info["encoding"], "bptt": bptt}
+        if corpus != "docstrings":
+            settings["corpus"] = corpus
         if uniform is not None:
             settings["uniform"] = uniform
         super().__init__(splits, vocab, bptt, settings)
