@@ -14,7 +14,11 @@ same software):
 
 Each run goes to ``RUNS/NAME`` (an unfinished run there is resumed, a finished one reused),
 then ``tlstm export RUNS/NAME --out MODELS/NAME`` writes the package. The held-out metrics
-are printed and saved to ``RUNS/summary.json``.
+are printed and saved to ``RUNS/summary.json``. After the export, the exported ``chars``
+package is served over loopback and asked for (a) its bits per character on held-out prose
+(``training.heldout``: the licence texts in /usr/share/common-licenses, which no corpus here
+holds) and (b) a greedy and a temperature-0.7 sample (seed 0) after ``SAMPLE_PROMPT``; both go
+into ``summary.json`` (the README quotes them).
 """
 
 from __future__ import annotations
@@ -28,11 +32,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tlstm.files import write_json_atomic
+
 from .cli import TRAIN_KEYS
 from .config import TrainConfig
 
 SEED = 20171117
 DIGITS_MIN_ACCURACY = 0.95
+SAMPLE_PROMPT = "The "
+SAMPLE_CHARS = 300
+SAMPLES = {"greedy": {"temperature": 0.0}, "temperature 0.7": {"temperature": 0.7, "seed": 0}}
 
 DEFAULT_MODELS: dict[str, TrainConfig] = {
     "chars": TrainConfig(
@@ -144,6 +153,32 @@ def summarize(names: list[str], runs: Path) -> dict[str, Any]:
     return summary
 
 
+def served_report(models: Path, model: str = "chars", texts: dict[str, str] | None = None,
+                  prompt: str = SAMPLE_PROMPT) -> dict[str, Any]:
+    """Held-out prose bits per character and text samples of ``model``, served from ``models`` over loopback.
+
+    ``texts`` default to :func:`training.heldout.heldout_texts`; the samples continue ``prompt``.
+    """
+    import httpx
+
+    from service.local import LocalServer
+
+    from .heldout import HELDOUT_DIR, heldout_texts, score_texts
+
+    source = "the texts given" if texts is not None else str(HELDOUT_DIR)
+    texts = heldout_texts() if texts is None else texts
+    longest = max(len(t) for t in texts.values())
+    with LocalServer(models, {"TLSTM_MAX_PROMPT_CHARS": str(longest), "TLSTM_REQUEST_TIMEOUT_S": "600"}) as server:
+        heldout = score_texts(server.url, model, texts)
+        samples = {}
+        for label, sampling in SAMPLES.items():
+            body = {"model": model, "prompt": prompt, "max_tokens": SAMPLE_CHARS, **sampling}
+            response = httpx.post(f"{server.url}/v1/completions", json=body, timeout=600)
+            response.raise_for_status()
+            samples[label] = {"request": body, "text": prompt + response.json()["choices"][0]["text"]}
+    return {"heldout": {"source": source, **heldout}, "samples": samples}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.default_models", description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", default="runs/default", help="where the training runs go")
@@ -164,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[models] error: {exc}", file=sys.stderr)
         return 1
     summary = summarize(names, runs)
-    (runs / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_json_atomic(runs / "summary.json", summary, sort_keys=True)
     print(json.dumps({n: s["metrics"] for n, s in summary.items()}, indent=2, sort_keys=True))
     print(f"[models] trained in {time.monotonic() - started:.0f} s", flush=True)
     if "digits" in summary and summary["digits"]["metrics"].get("test_accuracy", 0.0) < DIGITS_MIN_ACCURACY:
@@ -177,6 +212,14 @@ def main(argv: list[str] | None = None) -> int:
         except subprocess.CalledProcessError as exc:
             print(f"[models] error: export failed ({exc})", file=sys.stderr)
             return 1
+        if "chars" in names:
+            summary["chars"].update(served_report(models))
+            write_json_atomic(runs / "summary.json", summary, sort_keys=True)
+            print(f"[models] chars: held-out prose {summary['chars']['heldout']['bpc']:.3f} bits/char "
+                  f"over {summary['chars']['heldout']['chars']} characters of {summary['chars']['heldout']['source']}")
+            for label, sample in summary["chars"]["samples"].items():
+                print(f"[models] chars, {label}: {sample['text']!r}")
+    print(f"[models] done in {time.monotonic() - started:.0f} s", flush=True)
     return 0
 
 

@@ -44,3 +44,19 @@ def test_heldout_score_through_the_server_equals_pytorch(packages):
     assert result["bpc"] == pytest.approx(total_bits / result["chars"], abs=1e-4)
     assert np.isfinite(result["bpc"]) and 0 < result["bpc"] < 8
 
+
+
+def test_the_default_models_report_scores_and_samples_through_the_server(packages):
+    from training.default_models import SAMPLE_CHARS, served_report
+
+    texts = {"one": "a bad cafe.\nhig"}
+    report = served_report(packages.root, texts=texts, prompt="ab")
+    assert report["heldout"]["source"] == "the texts given" and report["heldout"]["chars"] == len(texts["one"]) - 1
+    greedy, warm = report["samples"]["greedy"], report["samples"]["temperature 0.7"]
+    assert greedy["request"]["temperature"] == 0.0 and warm["request"] == {
+        "model": "chars", "prompt": "ab", "max_tokens": SAMPLE_CHARS, "temperature": 0.7, "seed": 0}
+    reference = torch_logprobs(packages.lm, greedy["text"])  # greedy: every character is the argmax
+    for t in range(2, len(greedy["text"])):
+        row = reference[t - 1]
+        assert row[LM_VOCAB.index(greedy["text"][t])] >= row.max() - 1e-5
+    assert len(greedy["text"]) == len(warm["text"]) == 2 + SAMPLE_CHARS and set(warm["text"]) <= set(LM_VOCAB)
