@@ -202,6 +202,20 @@ def location_params(param: Tensor, rects: list[Rect]) -> Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
 
 
+def channel_norm(x: Tensor, gamma: Tensor, beta: Tensor, rects: list[Rect]) -> Tensor:
+    """CN at the band's locations: each location's channels normalized, then its own gain and bias.
+
+    Args:
+        x: (B, N, C) at the band's N locations; gamma, beta: (*loc, C) per-location parameters.
+    A band of one location (every level of a D=2 staircase with K=3) passes its gain and bias to
+    the normalization itself, which exports as one LayerNormalization node instead of three.
+    """
+    gain, bias = location_params(gamma, rects), location_params(beta, rects)  # (N, C)
+    if gain.shape[0] == 1:
+        return F.layer_norm(x, (x.shape[-1],), gain[0], bias[0], eps=EPS)
+    return F.layer_norm(x, (x.shape[-1],), eps=EPS) * gain + bias
+
+
 def input_reads(rects: list[Rect], taps: list[Tap], kernel_size: int, size: int) -> tuple[bool, list[tuple[int, Tap]]]:
     """How the committed level's taps meet H^cat (spec step 2), for the band ``rects``.
 
@@ -259,9 +273,7 @@ def finish_band(
         raise ValueError("finish_band: LN normalizes over the whole tensor; a band cannot be updated alone")
     k, m = cfg.kernel_size, cfg.channels
     if cfg.norm == "cn":
-        a_t = F.layer_norm(a_t, (a_t.shape[-1],), eps=EPS) * location_params(params["gamma_a"], rects) + location_params(
-            params["beta_a"], rects
-        )
+        a_t = channel_norm(a_t, params["gamma_a"], params["beta_a"], rects)
     if cfg.cell == "rnn":
         return torch.tanh(a_t), None
     if c_source is None:
@@ -288,9 +300,7 @@ def finish_band(
     c_t = g * i + c_conv * f
     c_hat = c_t
     if cfg.norm == "cn":
-        c_hat = F.layer_norm(c_t, (m,), eps=EPS) * location_params(params["gamma_c"], rects) + location_params(
-            params["beta_c"], rects
-        )
+        c_hat = channel_norm(c_t, params["gamma_c"], params["beta_c"], rects)
     return torch.tanh(c_hat) * o_gate, c_t
 
 
