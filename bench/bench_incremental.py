@@ -12,6 +12,11 @@ matrix products (small matrices: the level-by-level products of one band each), 
 movement around the bands (the halo: slices, concatenations, padding) and elementwise nodes,
 in the proportions of an ONNX Runtime profile.
 
+Beside each model runs its peer, what a user would otherwise deploy: a ``torch.nn.LSTM`` of the
+same depth (layers) and width (M), with an embedding and the same head, exported as one step
+that ONNX Runtime runs with its own fused LSTM op. Its FLOP efficiency counts its four gates
+from two inputs of width M per layer; the tLSTM's counts the K taps of its convolution.
+
     python bench/bench_incremental.py                      # L = 2, 4, 8 at M = 256, batch 1 and 32
     python bench/bench_incremental.py --depths 4 --batches 1 --rounds 1   # a quick look
 
@@ -42,6 +47,8 @@ from tlstm.progress import Progress
 
 ROOT = Path(__file__).resolve().parent.parent
 MATMUL_OPS = {"MatMul", "Gemm", "FusedMatMul", "MatMulNBits"}
+BATCH_AXIS = "__batch_axis__"  # in a states .npz: the axis that holds the batch, where it is not 0
+PEER = "nn_lstm"  # torch.nn.LSTM of the same depth and width, exported as one step: ONNX Runtime's LSTM op
 HALO_OPS = {"Slice", "Concat", "Pad", "Gather", "GatherND", "Split", "Reshape", "Unsqueeze", "Squeeze", "Transpose", "Expand"}
 
 
@@ -68,12 +75,13 @@ def _feeds(session, states: dict[str, Any], batch: int, vocab: int, steps: int, 
 
     rng = np.random.default_rng(seed)
     tokens = rng.integers(0, vocab, size=(steps, batch), dtype=np.int64)
+    axis = int(states[BATCH_AXIS][0]) if BATCH_AXIS in states else 0  # nn.LSTM's states are (layers, B, M)
     start = {}
     for info in session.get_inputs():
         if info.name == X:
             continue
-        one = states[info.name]  # (1, *shape)
-        start[info.name] = np.ascontiguousarray(np.repeat(one, batch, axis=0))
+        one = states[info.name]  # batch 1 on ``axis``
+        start[info.name] = np.ascontiguousarray(np.repeat(one, batch, axis=axis))
     return tokens, start
 
 
@@ -182,6 +190,8 @@ def _flops(config, engine: str) -> float:
     m, g, kappa = config.channels, config.gate_channels, config.kappa
     memory = 2 * kappa * m if config.uses_q else 0
     head = 2 * m * config.output_size
+    if engine == PEER:  # per layer: four gates from the layer's input and its own h, both of width M
+        return config.depth * 2 * (2 * m) * (4 * m) + head
     if engine == "naive":
         return config.depth * config.num_locations * (2 * kappa * m * g + memory) + head
     layout = StaircaseLayout.of(config)
@@ -233,6 +243,52 @@ def _export_case(model, engine: str, stem: Path) -> tuple[Path, Path]:
     return graph, states
 
 
+def _export_peer(config, stem: Path) -> tuple[Path, Path]:
+    """What a user would build instead: an embedding, a ``torch.nn.LSTM`` of ``config.depth``
+    layers of ``config.channels`` and a linear head, exported as one step (TorchScript exporter,
+    which maps ``nn.LSTM`` to ONNX Runtime's own LSTM op), checked against PyTorch."""
+    import numpy as np
+    import torch
+    from torch import nn
+
+    class LSTMStep(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(config.input_size, config.channels)
+            self.lstm = nn.LSTM(config.channels, config.channels, num_layers=config.depth)
+            self.head = nn.Linear(config.channels, config.output_size)
+
+        def forward(self, x, h, c):
+            y, (h_out, c_out) = self.lstm(self.embed(x).unsqueeze(0), (h, c))
+            return self.head(y[0]), h_out, c_out
+
+    torch.manual_seed(0)
+    model = LSTMStep().eval()
+    names = {"inputs": [X, state_input_name("h"), state_input_name("c")],
+             "outputs": ["logits", "state_h_out", "state_c_out"]}
+    batch_axes = {X: {0: "B"}, "logits": {0: "B"}, **{n: {1: "B"} for n in names["inputs"][1:] + names["outputs"][1:]}}
+    shape = (config.depth, 2, config.channels)
+    example = (torch.zeros(2, dtype=torch.long), torch.zeros(shape), torch.zeros(shape))
+    graph, states = stem.with_suffix(".onnx"), stem.with_suffix(".npz")
+    torch.onnx.export(model, example, str(graph), dynamo=False, input_names=names["inputs"], output_names=names["outputs"],
+                      dynamic_axes=batch_axes, opset_version=17)
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, config.input_size, size=5)
+    h, c = (rng.standard_normal((config.depth, 5, config.channels)).astype(np.float32) for _ in range(2))
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x), torch.from_numpy(h), torch.from_numpy(c))
+    actual = session.run(None, dict(zip(names["inputs"], (x, h, c), strict=True)))
+    difference = max(float(np.abs(a - e.numpy()).max()) for a, e in zip(actual, expected, strict=True))
+    if difference > 1e-4:
+        raise RuntimeError(f"{graph.name}: the exported nn.LSTM step differs from PyTorch by {difference:.3g}")
+    zeros = np.zeros((config.depth, 1, config.channels), dtype=np.float32)
+    np.savez(states, **{names["inputs"][1]: zeros, names["inputs"][2]: zeros, BATCH_AXIS: np.array([1])})
+    return graph, states
+
+
 def _cases(args: argparse.Namespace, workdir: Path) -> list[Case]:
     import torch
 
@@ -274,6 +330,8 @@ def _cases(args: argparse.Namespace, workdir: Path) -> list[Case]:
             t0 = time.perf_counter()
             graphs[engine], states[engine] = _export_case(model, engine, workdir / f"case{index}_{engine}")
             _log(f"exported and verified {name} {engine} ({time.perf_counter() - t0:.0f} s)")
+        graphs[PEER], states[PEER] = _export_peer(cfg, workdir / f"case{index}_{PEER}")
+        _log(f"exported and checked the nn.LSTM peer of {name} ({cfg.depth} layers of {cfg.channels})")
         flops = {engine: _flops(cfg, engine) for engine in graphs}
         for engine, path in shipped.get(name, {}).items():  # the package's own graphs (same state names)
             graphs[engine], states[engine] = path, states["incremental" if engine == "shipped_incremental" else "naive"]
@@ -373,9 +431,11 @@ def parent(args: argparse.Namespace) -> int:
                 naive, incremental = results[(case.name, "naive", batch)], results[(case.name, "incremental", batch)]
                 speedup = naive / incremental
                 target = _target(case.config, batch)
-                eff = {e: case.flops[e] * batch / results[(case.name, e, batch)] / peak for e in ("naive", "incremental")}
+                eff = {e: case.flops[e] * batch / results[(case.name, e, batch)] / peak for e in ("naive", "incremental", PEER)}
                 met = "-" if target is None else ("yes" if speedup >= target else "NO")
-                rows.append((case.name, case.config.channels, batch, naive * 1e6, incremental * 1e6, speedup, target, met, eff["naive"], eff["incremental"]))
+                peer = results[(case.name, PEER, batch)]
+                rows.append((case.name, case.config.channels, batch, naive * 1e6, incremental * 1e6, speedup, target, met,
+                             eff["naive"], eff["incremental"], peer * 1e6, eff[PEER]))
                 if "shipped_incremental" in case.graphs:
                     own = results[(case.name, "shipped_incremental", batch)]
                     notes.append(
@@ -393,12 +453,16 @@ def parent(args: argparse.Namespace) -> int:
                     notes.append(f"{case.name}, batch {batch}: {speedup:.2f}x < {target:.1f}x; {why}")
 
     print(f"\nsgemm peak (numpy float32 1024^3, {args.threads} thread(s)): {peak / 1e9:.1f} GFLOP/s")
-    header = "| model | M | batch | simple us/char | incremental us/char | speed-up | target | met | simple %peak | incremental %peak |"
+    header = ("| model | M | batch | simple us/char | incremental us/char | speed-up | target | met | simple %peak | "
+              "incremental %peak | nn.LSTM+ORT us/char | nn.LSTM+ORT %peak |")
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
-    for name, m, batch, naive, incr, speedup, target, met, e_naive, e_incr in rows:
+    for name, m, batch, naive, incr, speedup, target, met, e_naive, e_incr, peer, e_peer in rows:
         target_text = "-" if target is None else f"{target:.1f}x"
-        print(f"| {name} | {m} | {batch} | {naive:.0f} | {incr:.0f} | {speedup:.2f}x | {target_text} | {met} | {e_naive:.0%} | {e_incr:.0%} |")
+        print(f"| {name} | {m} | {batch} | {naive:.0f} | {incr:.0f} | {speedup:.2f}x | {target_text} | {met} | {e_naive:.0%} | "
+              f"{e_incr:.0%} | {peer:.0f} | {e_peer:.0%} |")
+    print("(%peak: the engine's matrix-product FLOPs per character over the sgemm peak; nn.LSTM+ORT is a torch.nn.LSTM "
+          "of the same depth and width run as ONNX Runtime's LSTM op, what a user would otherwise deploy)")
     for note in notes:
         print(f"- {note}")
     command = " ".join(shlex.quote(a) for a in [Path(sys.executable).name, "bench/bench_incremental.py", *sys.argv[1:]])
