@@ -46,8 +46,8 @@ SAMPLES = {"greedy": {"temperature": 0.0}, "temperature 0.7": {"temperature": 0.
 DEFAULT_MODELS: dict[str, TrainConfig] = {
     "chars": TrainConfig(
         task="chars", task_options={"data": None, "corpus": "python-docs", "uniform": None, "encoding": "auto", "bptt": 100},
-        variant="tlstm-2d+cn", depth=3, channels=192, batch_size=32, lr=2e-3, lr_schedule="cosine", clip=1.0,
-        max_steps=4400, eval_every=400, eval_limit=40_000, patience=None,
+        variant="tlstm-2d+cn", depth=3, channels=128, batch_size=32, lr=2e-3, lr_schedule="cosine", clip=1.0,
+        max_steps=4800, eval_every=400, eval_limit=40_000, patience=None,
         log_every=50, seed=SEED, device="cpu", threads=1,
     ),
     "digits": TrainConfig(
@@ -199,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[models] error: {exc}", file=sys.stderr)
         return 1
     summary = summarize(names, runs)
-    write_json_atomic(runs / "summary.json", summary, sort_keys=True)
+    previous = runs / "summary.json"  # the other models' entries stay when --only trains some
+    everything = {**(json.loads(previous.read_text(encoding="utf-8")) if previous.is_file() else {}), **summary}
+    write_json_atomic(previous, everything, sort_keys=True)
     print(json.dumps({n: s["metrics"] for n, s in summary.items()}, indent=2, sort_keys=True))
     print(f"[models] trained in {time.monotonic() - started:.0f} s", flush=True)
     if "digits" in summary and summary["digits"]["metrics"].get("test_accuracy", 0.0) < DIGITS_MIN_ACCURACY:
@@ -214,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         if "chars" in names:
             summary["chars"].update(served_report(models))
-            write_json_atomic(runs / "summary.json", summary, sort_keys=True)
+            write_json_atomic(previous, {**everything, **summary}, sort_keys=True)
             print(f"[models] chars: held-out prose {summary['chars']['heldout']['bpc']:.3f} bits/char "
                   f"over {summary['chars']['heldout']['chars']} characters of {summary['chars']['heldout']['source']}")
             for label, sample in summary["chars"]["samples"].items():
