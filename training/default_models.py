@@ -161,14 +161,11 @@ def served_report(models: Path, model: str = "chars", texts: dict[str, str] | No
     """
     import httpx
 
-    from service.local import LocalServer
-
-    from .heldout import HELDOUT_DIR, heldout_texts, score_texts
+    from .heldout import HELDOUT_DIR, heldout_texts, score_texts, server_for
 
     source = "the texts given" if texts is not None else str(HELDOUT_DIR)
     texts = heldout_texts() if texts is None else texts
-    longest = max(len(t) for t in texts.values())
-    with LocalServer(models, {"TLSTM_MAX_PROMPT_CHARS": str(longest), "TLSTM_REQUEST_TIMEOUT_S": "600"}) as server:
+    with server_for(models, texts) as server:
         heldout = score_texts(server.url, model, texts)
         samples = {}
         for label, sampling in SAMPLES.items():

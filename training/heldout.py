@@ -72,12 +72,17 @@ def score_texts(url: str, model: str, texts: dict[str, str], timeout: float = 60
     return {"bpc": total_bits / total_chars, "chars": total_chars, "texts": per_text}
 
 
-def score_package(models: Path, model: str, texts: dict[str, str]) -> dict[str, Any]:
-    """Serve ``models`` on a free loopback port and score ``texts`` with ``model``."""
+def server_for(models: Path, texts: dict[str, str]) -> Any:
+    """A ``LocalServer`` of ``models`` whose prompt limit admits the longest of ``texts`` (use it with ``with``)."""
     from service.local import LocalServer
 
     longest = max(len(t) for t in texts.values())
-    with LocalServer(models, {"TLSTM_MAX_PROMPT_CHARS": str(longest), "TLSTM_REQUEST_TIMEOUT_S": "600"}) as server:
+    return LocalServer(models, {"TLSTM_MAX_PROMPT_CHARS": str(longest), "TLSTM_REQUEST_TIMEOUT_S": "600"})
+
+
+def score_package(models: Path, model: str, texts: dict[str, str]) -> dict[str, Any]:
+    """Serve ``models`` on a free loopback port and score ``texts`` with ``model``."""
+    with server_for(models, texts) as server:
         return score_texts(server.url, model, texts)
 
 
