@@ -3,14 +3,19 @@
 Counters and histograms are fed by the HTTP layer and by the engine's observer hooks; the
 gauges that describe the engine's present (active streams, sessions, queue depth, readiness,
 providers in use) are read from the engine at scrape time.
+
+Under ``tlstm serve --workers N`` (``PROMETHEUS_MULTIPROC_DIR`` set) the counters and
+histograms live in prometheus_client's per-process files and a scrape sums them over every
+worker; the gauges of the present stay those of the worker that answers.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -28,6 +33,7 @@ class Metrics(Observer):
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._present: list[Collector] = []
         r = self.registry
         self.requests = Counter(
             "tlstm_requests", "HTTP requests and WebSocket sessions by endpoint and status code",
@@ -81,10 +87,19 @@ class Metrics(Observer):
     # ------------------------------------------------------------------ wiring
     def watch(self, snapshot: Callable[[], dict[str, Any]]) -> None:
         """Report the gauges returned by ``snapshot()`` at every scrape (see :class:`_Present`)."""
-        self.registry.register(_Present(snapshot))
+        present = _Present(snapshot)
+        self._present.append(present)
+        self.registry.register(present)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """The exposition text: this process' metrics, or every worker's under ``--workers``."""
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)
+        for present in self._present:
+            merged.register(present)
+        return generate_latest(merged)
 
 
 class _Present(Collector):

@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from .engine.engine import Engine, EngineConfig
 from .engine.errors import StartupError
 from .engine.state_token import install_log_redaction
+from .engine.switching import SWITCHING
 from .metrics import Metrics
 from .scale.replica import ReplicaHeader, default_replica_name
 from .settings import Settings, get_settings
@@ -46,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--models", metavar="DIR", help="directory of model packages (TLSTM_MODELS_DIR, default: models)")
     parser.add_argument("--host", help="address to listen on (TLSTM_HOST, default: 127.0.0.1)")
     parser.add_argument("--port", type=int, help="TCP port (TLSTM_PORT, default: 8000; 0 picks a free one)")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="server processes on the one port, each with its own engine (TLSTM_WORKERS, default: 1)")
     parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"],
                         help="log level (TLSTM_LOG_LEVEL, default: info)")
     scale = parser.add_argument_group("Ray Serve (needs tlstm[ray]; see deploy/ray/README.md)")
@@ -116,6 +119,11 @@ def allow_long_websocket_urls() -> None:
     os.environ.setdefault("WEBSOCKETS_MAX_LINE_LENGTH", str(WEBSOCKET_LINE_BYTES))
 
 
+def graceful_timeout(settings: Settings) -> int:
+    """uvicorn's wait for open connections after the drain (whole seconds, at least 1)."""
+    return max(1, int(min(5.0, 0.3 * settings.shutdown_grace_s)))
+
+
 def serve(settings: Settings) -> int:
     """Load, then serve until stopped. Returns the exit status."""
     from .app import create_app
@@ -137,14 +145,11 @@ def serve(settings: Settings) -> int:
         port=settings.port,
         log_level=settings.log_level,
         lifespan="on",
-        timeout_graceful_shutdown=max(1, int(min(5.0, 0.3 * settings.shutdown_grace_s))),
+        timeout_graceful_shutdown=graceful_timeout(settings),
         ws_max_size=settings.max_body_bytes,
     )
     install_log_redaction()  # uvicorn logs WebSocket paths with their query (?state=...)
-    # The generation thread leaves ONNX Runtime after every step and needs the GIL for a few
-    # microseconds; with Python's default 5 ms switch interval the event loop, writing many
-    # streams, can keep it waiting that long on every step.
-    sys.setswitchinterval(settings.switch_interval_ms / 1000)
+    SWITCHING.configure(settings.switch_interval_ms / 1000)  # while generating (see its module)
     server = DrainingServer(config, settings.shutdown_grace_s)
     server.run()
     return 0 if server.started else 1
@@ -153,7 +158,8 @@ def serve(settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = get_settings(models_dir=args.models, host=args.host, port=args.port, log_level=args.log_level)
+        settings = get_settings(models_dir=args.models, host=args.host, port=args.port, workers=args.workers,
+                                log_level=args.log_level)
     except ValidationError as exc:
         problems = "; ".join(f"TLSTM_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
         print(f"tlstm serve: invalid settings: {problems}", file=sys.stderr)
@@ -163,7 +169,14 @@ def main(argv: list[str] | None = None) -> int:
             if getattr(args, flag) is not None:
                 print(f"tlstm serve: --{flag.replace('_', '-')} needs --ray", file=sys.stderr)
                 return 2
+        if settings.workers > 1:
+            from .workers import serve_workers
+
+            return serve_workers(settings, settings.workers)
         return serve(settings)
+    if settings.workers > 1:
+        print("tlstm serve: --workers (TLSTM_WORKERS) does not combine with --ray; use --replicas", file=sys.stderr)
+        return 2
     return serve_on_ray(settings, args)
 
 

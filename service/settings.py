@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     models_dir: Path = Field(Path("models"), description="directory holding one model package per subdirectory")
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0 picks a free one)")
+    workers: int = Field(
+        1, ge=1, le=64,
+        description="server processes on the one port, each with its own engine (see service.workers); "
+        "more than 1 helps many small requests on several cores, while the streams and micro-batches split",
+    )
     providers: Annotated[list[str], NoDecode] = Field(
         list(DEFAULT_PROVIDERS),
         description="ONNX Runtime execution providers in order of preference; unavailable ones are skipped",
@@ -57,8 +62,9 @@ class Settings(BaseSettings):
     )
     switch_interval_ms: float = Field(
         0.1, gt=0, le=100,
-        description="Python's thread switch interval in the server process (sys.setswitchinterval): how long "
-        "the generation thread may wait for the event loop to hand over the GIL (Python's default is 5)",
+        description="Python's thread switch interval in the server process (sys.setswitchinterval) while a "
+        "model generates: how long the generation thread may wait for the event loop to hand over the GIL "
+        "(Python's default, 5, applies while nothing generates)",
     )
     log_level: str = Field("info", description="log level of the service and uvicorn")
 

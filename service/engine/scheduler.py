@@ -29,6 +29,7 @@ from .generation_stream import GenerationStream, StreamUpdate
 from .graphs import BatchState, StepFunction
 from .observer import Observer
 from .sampling import choose_rows
+from .switching import SWITCHING
 
 log = logging.getLogger("tlstm.engine")
 
@@ -138,25 +139,40 @@ class GenerationScheduler:
 
     # ------------------------------------------------------------------ worker side
     def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not (self._waiting or self._active or self._stopping):
-                    self._cond.wait()
-                joining, self._waiting = self._waiting, []
-                closing, stopping = self._closing, self._stopping
-            updates: Delivery = []
-            try:
-                if closing is not None:
-                    self._abort_all(joining, closing, updates)
-                else:
-                    self._tick(joining, updates)
-            except Exception as exc:  # never let one bad tick kill the worker
-                log.exception("model %s: generation tick failed", self.model)
-                self._abort_all(joining, EngineError(f"internal error while generating: {type(exc).__name__}", code="internal_error"), updates)
-            if updates:
-                self.dispatch(updates)
-            if stopping:
-                return
+        busy = False  # counted in SWITCHING: the short thread switch interval while streams run
+        try:
+            while True:
+                with self._cond:
+                    while not (self._waiting or self._active or self._stopping):
+                        if busy:
+                            SWITCHING.leave()
+                            busy = False
+                        self._cond.wait()
+                    joining, self._waiting = self._waiting, []
+                    closing, stopping = self._closing, self._stopping
+                if not busy:
+                    SWITCHING.enter()
+                    busy = True
+                self._run_tick(joining, closing)
+                if stopping:
+                    return
+        finally:
+            if busy:
+                SWITCHING.leave()
+
+    def _run_tick(self, joining: list[GenerationStream], closing: EngineError | None) -> None:
+        """One tick (or, once closing, the end of every stream) and the hand-over of its updates."""
+        updates: Delivery = []
+        try:
+            if closing is not None:
+                self._abort_all(joining, closing, updates)
+            else:
+                self._tick(joining, updates)
+        except Exception as exc:  # never let one bad tick kill the worker
+            log.exception("model %s: generation tick failed", self.model)
+            self._abort_all(joining, EngineError(f"internal error while generating: {type(exc).__name__}", code="internal_error"), updates)
+        if updates:
+            self.dispatch(updates)
 
     def _tick(self, joining: list[GenerationStream], updates: Delivery) -> None:
         joined = []

@@ -45,6 +45,7 @@ from ray.serve import Application, Deployment
 from ..app import create_app
 from ..engine.runtime import GPU_PROVIDER
 from ..engine.state_token import install_log_redaction
+from ..engine.switching import SWITCHING
 from ..settings import Settings, get_settings
 from . import proxy
 from .replica import ReplicaHeader, ServiceLifespan
@@ -71,7 +72,7 @@ class TlstmReplica:
         self.settings = get_settings(**dict(settings or {}))
         logging.getLogger("tlstm").setLevel(self.settings.log_level.upper())
         install_log_redaction()
-        sys.setswitchinterval(self.settings.switch_interval_ms / 1000)  # as `tlstm serve` does
+        SWITCHING.configure(self.settings.switch_interval_ms / 1000)  # as `tlstm serve` does
         self.fastapi_app = create_app(self.settings)
 
     def __serve_build_asgi_app__(self) -> Any:
