@@ -32,14 +32,20 @@ def free_port() -> int:
 class LocalServer:
     """``tlstm serve --models MODELS [ARGS]`` with ``env`` over the environment; SIGTERM stops it.
 
+    ``source`` is the source tree whose code runs (this one by default).
+
     The server's output is kept in :attr:`log` (its last lines go into any error).
     """
 
-    def __init__(self, models: Path, env: dict[str, str] | None = None, args: list[str] | None = None) -> None:
+    def __init__(self, models: Path, env: dict[str, str] | None = None, args: list[str] | None = None,
+                 source: Path = ROOT) -> None:
         self.port = free_port()
         command = [sys.executable, "-m", "tlstm.cli", "serve", "--models", str(models), "--port", str(self.port), *(args or [])]
         self.log: list[str] = []
-        self.proc = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **QUIET_CPU, **(env or {})},
+        full_env = {**os.environ, **QUIET_CPU, **(env or {})}
+        if source != ROOT:  # another tree of this project (a benchmark's baseline): its code first on the path
+            full_env["PYTHONPATH"] = os.pathsep.join([str(source), full_env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        self.proc = subprocess.Popen(command, cwd=source, env=full_env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         threading.Thread(target=self._read, daemon=True).start()
 

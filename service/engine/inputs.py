@@ -141,12 +141,13 @@ def _layout(item: Any) -> tuple[int, ...] | None:
     each, else None (the values themselves are checked once the form is known)."""
     if not isinstance(item, list):
         return None
-    if not any(isinstance(v, list) for v in item):
+    kinds = {type(v) for v in item}  # JSON gives exact lists, never subclasses
+    if list not in kinds:
         return (len(item),)
-    widths = {len(row) if isinstance(row, list) and not any(isinstance(v, list) for v in row) else -1 for row in item}
-    if len(widths) == 1 and -1 not in widths:
-        return (len(item), widths.pop())
-    return None
+    if kinds != {list} or list in {type(v) for row in item for v in row}:
+        return None
+    widths = {len(row) for row in item}
+    return (len(item), widths.pop()) if len(widths) == 1 else None
 
 
 def _fits(form: InputForm, layout: tuple[int, ...] | None, spec: InputSpec) -> bool:
@@ -192,7 +193,10 @@ def _raw_pixels(item: list[Any], where: str, image: ImagePreprocessing) -> np.nd
     top = image.divisor
     grid = bool(item) and isinstance(item[0], list)
     rows = item if grid else [item]
-    for r, row in enumerate(rows):
+    fast = _numbers(rows)
+    if fast is not None and fast.size and fast.min() >= 0 and fast.max() <= top:  # nan fails (min, max propagate it)
+        return fast.astype(np.float32) if grid else fast.astype(np.float32).reshape(-1)
+    for r, row in enumerate(rows):  # find and name the first bad value
         for c, value in enumerate(row):
             if not (_is_number(value) and math.isfinite(value) and 0 <= value <= top):
                 at = f"{where}[{r}][{c}]" if grid else f"{where}[{c}]"
@@ -205,7 +209,11 @@ def _features(item: Any, where: str, spec: InputSpec) -> np.ndarray:
         raise InvalidRequest(f"{where}: expected {spec.describe()}, got {_kind(item)}", param="inputs")
     if spec.size == 1 and all(_is_number(v) for v in item):
         item = [[v] for v in item]
-    for step, row in enumerate(item):
+    if item and all(isinstance(row, list) and len(row) == spec.size for row in item):
+        fast = _numbers(item)
+        if fast is not None and np.abs(fast).max() <= FLOAT32_MAX:  # false for inf and nan too
+            return fast.astype(np.float32).reshape(len(item), spec.size)
+    for step, row in enumerate(item):  # find and name the first bad value
         if not isinstance(row, list) or len(row) != spec.size:
             got = f"{len(row)} numbers" if isinstance(row, list) else _kind(row)
             raise InvalidRequest(
@@ -225,6 +233,21 @@ def _features(item: Any, where: str, spec: InputSpec) -> np.ndarray:
                     param="inputs",
                 )
     return np.asarray(item, dtype=np.float32).reshape(len(item), spec.size)
+
+
+NUMBER_TYPES = frozenset((int, float))
+
+
+def _numbers(rows: list[list[Any]]) -> np.ndarray | None:
+    """Rows of plain ints and floats (no bools, no strings) as float64, in one numpy call;
+    None when any value is something else or too large for float64 (the caller's per-value
+    checks then name it)."""
+    if not {type(v) for row in rows for v in row} <= NUMBER_TYPES:
+        return None
+    try:
+        return np.asarray(rows, dtype=np.float64)
+    except (OverflowError, ValueError):
+        return None
 
 
 def _is_number(value: Any) -> bool:

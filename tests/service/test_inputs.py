@@ -30,6 +30,11 @@ def test_valid_inputs_become_arrays():
         (FEATURES, [[1, 2, math.inf]], "inputs[2][0][2]: expected a finite number, got inf"),
         (FEATURES, [[1, 2, "3"]], "inputs[2][0][2]: expected a finite number, got '3'"),
         (FEATURES, [[1, 2, True]], "inputs[2][0][2]: expected a finite number, got True"),
+        (FEATURES, [[1, 2, 3], [math.nan, 0, 0]], "inputs[2][1][0]: expected a finite number, got nan"),
+        (FEATURES, [[1, 2, 3], [0, 1e39, 0]],
+         "inputs[2][1][1]: expected a number within float32's range (|x| <= 3.403e+38), got 1e+39"),
+        (FEATURES, [[1, 2, 10**400]],
+         f"inputs[2][0][2]: expected a number within float32's range (|x| <= 3.403e+38), got {10**400!r}"),
         (FEATURES, [[0, 0, 0]] * 5, "inputs[2]: expected 1 to 4 steps, got 5"),
         (FEATURES, [], "inputs[2]: expected 1 to 4 steps, got 0"),
         (FEATURES, "abc", "inputs[2]: expected a list of feature vectors of 3 numbers, 1 to 4 steps, got str"),
@@ -45,6 +50,15 @@ def test_bad_inputs_name_the_item(spec, item, message):
         parse_input(item, 2, spec)
     assert info.value.message == message
     assert info.value.param == "inputs"
+
+
+def test_the_numpy_path_keeps_every_value_exactly():
+    rng = np.random.default_rng(0)
+    rows = [[float(v) for v in row] for row in rng.normal(0, 1e30, (4, 3))]
+    rows[1][2] = 3  # ints and floats mixed
+    rows[2][0] = -3.4028234663852886e38  # float32's most negative
+    expected = np.array([[np.float32(v) for v in row] for row in rows], np.float32)
+    np.testing.assert_array_equal(parse_input(rows, 0, FEATURES), expected)
 
 
 def test_pad_batch_right_pads_with_zeros():

@@ -125,6 +125,9 @@ def test_a_wrong_input_names_every_form_and_its_shape():
     assert message([[0] * 8] * 7 + [[0] * 7 + [-1]], DIGIT_ROWS) == "inputs[0][7][7]: expected a pixel value in [0, 16], got -1"
     assert message([[0] * 8] * 7 + [[0] * 7 + ["3"]], DIGIT_ROWS, "image") == (
         "inputs[0][7][7]: expected a pixel value in [0, 16], got '3'")
+    assert message([[0] * 8] * 3 + [[0, float("nan")] + [0] * 6] + [[0] * 8] * 4, DIGIT_ROWS, "image") == (
+        "inputs[0][3][1]: expected a pixel value in [0, 16], got nan")
+    assert message([0] * 10 + [True] + [0] * 53, DIGIT_ROWS) == "inputs[0][10]: expected a pixel value in [0, 16], got True"
     # packages without an image keep their messages
     plain = InputSpec(type="features", size=3, max_length=4)
     assert message([[1, 2]], plain) == "inputs[0][0]: expected a feature vector of 3 numbers, got 2 numbers"
