@@ -3,7 +3,8 @@
 Each configuration is a real ``tlstm serve`` on loopback, started in turn: this tree with each
 ``--workers`` count given, and, with ``--baseline REV``, the same models served by the code of
 git revision REV (extracted to a temporary directory) as the "before" of a change. Against
-each, wrk (one thread) runs for ``--seconds``:
+each, wrk (one thread) runs for ``--seconds``, all servers up at once and measured in turn,
+round-robin, for ``--rounds`` rounds (the median is reported):
 
 * ``GET /health/live``, 64 connections: the ceiling of the HTTP stack itself;
 * ``POST /v1/classify``, one digit per request (an 8x8 grid of 0-16 pixels, raw as scikit-learn
@@ -13,8 +14,8 @@ each, wrk (one thread) runs for ``--seconds``:
   32 connections; a connection holds one stream at a time, so 32 connections are 32 concurrent
   streams, and characters/s = completed streams/s x ``--chars``.
 
-The engine's own rate at 32 streams (``bench_streams.py``'s engine phase, in its own process)
-is the yardstick of the streamed figures. wrk's own CPU time is reported beside each figure, to
+The engine's own rate at 32 streams (``bench_streams.py``'s engine phase, in its own process,
+once per round) is the yardstick of the streamed figures. wrk's own CPU time is reported beside each figure, to
 show that the load generator is not what limits it. Every response must be a 2xx.
 
     python bench/bench_wrk.py --workers 1 2 --baseline da00471 --out bench/results/wrk.json
@@ -23,6 +24,7 @@ show that the load generator is not what limits it. Every response must be a 2xx
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -104,21 +106,34 @@ def run_wrk(url: str, scenario: dict[str, Any], seconds: float, directory: Path)
     }
 
 
-def serve_and_measure(label: str, source: Path, workers: int, args: argparse.Namespace, directory: Path) -> dict[str, Any]:
-    from service.local import LocalServer
-
-    env = {"TLSTM_MAX_NEW_CHARS": str(args.chars), "TLSTM_REQUEST_TIMEOUT_S": "600"}
-    extra = ["--workers", str(workers)] if workers > 1 else []
-    results: dict[str, Any] = {"label": label, "workers": workers}
-    with LocalServer(args.models.resolve(), env, extra, source=source) as server:
-        time.sleep(1.0)  # every worker has warmed up (each waits for its warm-up before it takes connections)
+def measure_all(servers: list[tuple[str, Any, int]], args: argparse.Namespace,
+                directory: Path) -> tuple[list[dict[str, Any]], list[float]]:
+    """Every scenario against every server, and the engine alone, round-robin for ``--rounds``
+    rounds (so that drifts of a shared machine hit all of them alike); the figures are each
+    run's median over the rounds. Returns the rows and the engine's rates."""
+    runs: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    engine: list[float] = []
+    for round_ in range(args.rounds):
+        engine.append(engine_rate(args))
+        print(f"[wrk] round {round_ + 1}/{args.rounds}, engine alone, 32 streams: {engine[-1]:,.0f} chars/s",
+              file=sys.stderr, flush=True)
         for scenario in scenarios(args.chars):
-            run_wrk(server.url, scenario, min(2.0, args.seconds), directory)  # warm-up
-            results[scenario["name"]] = run_wrk(server.url, scenario, args.seconds, directory)
-            r = results[scenario["name"]]
-            print(f"[wrk] {label}: {scenario['name']}: {r['units_per_s']:,.0f}/s "
-                  f"(p50 {r['latency_p50_ms']:.1f} ms, wrk CPU {100 * r['wrk_cpu_share']:.0f}%)", file=sys.stderr, flush=True)
-    return results
+            for index, (label, server, _) in enumerate(servers):
+                if round_ == 0:
+                    run_wrk(server.url, scenario, min(2.0, args.seconds), directory)  # warm-up
+                r = run_wrk(server.url, scenario, args.seconds, directory)
+                runs.setdefault((index, scenario["name"]), []).append(r)
+                print(f"[wrk] round {round_ + 1}/{args.rounds}, {label}: {scenario['name']}: {r['units_per_s']:,.0f}/s "
+                      f"(p50 {r['latency_p50_ms']:.1f} ms, wrk CPU {100 * r['wrk_cpu_share']:.0f}%)", file=sys.stderr, flush=True)
+    rows = []
+    for index, (label, _, workers) in enumerate(servers):
+        row: dict[str, Any] = {"label": label, "workers": workers}
+        for scenario in scenarios(args.chars):
+            done = runs[(index, scenario["name"])]
+            median = sorted(done, key=lambda r: r["units_per_s"])[len(done) // 2]
+            row[scenario["name"]] = {**median, "rounds": [r["units_per_s"] for r in done]}
+        rows.append(row)
+    return rows, engine
 
 
 def engine_rate(args: argparse.Namespace) -> float:
@@ -145,28 +160,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, default=ROOT / "models", help="directory with the chars and digits packages")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts of this tree to measure")
     parser.add_argument("--baseline", metavar="REV", help="also serve the models with the code of this git revision")
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of each wrk run")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every run against every server (the median is kept)")
     parser.add_argument("--chars", type=int, default=300, help="characters per streamed completion")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args(argv)
+    from service.local import LocalServer
+
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed (Debian: apt-get install wrk)")
-    if any(n < 1 for n in args.workers) or args.chars < 1 or args.seconds <= 0:
-        parser.error(f"--workers, --chars, --seconds: expected positive numbers, got {args.workers}, {args.chars}, {args.seconds}")
+    if any(n < 1 for n in args.workers) or args.chars < 1 or args.seconds <= 0 or args.rounds < 1:
+        parser.error(f"--workers, --chars, --seconds, --rounds: expected positive numbers, "
+                     f"got {args.workers}, {args.chars}, {args.seconds}, {args.rounds}")
 
-    engine = engine_rate(args)
-    print(f"[wrk] engine alone, 32 streams: {engine:,.0f} chars/s", file=sys.stderr, flush=True)
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="tlstm-wrk-") as tmp:
+    env = {"TLSTM_MAX_NEW_CHARS": str(args.chars), "TLSTM_REQUEST_TIMEOUT_S": "600"}
+    with tempfile.TemporaryDirectory(prefix="tlstm-wrk-") as tmp, contextlib.ExitStack() as stack:
         directory = Path(tmp)
+        configs: list[tuple[str, Path, int]] = []
         if args.baseline:
-            rows.append(serve_and_measure(f"{args.baseline} (1 process)", extract(args.baseline, directory), 1, args, directory))
-        for workers in args.workers:
-            label = f"this tree, --workers {workers}" if workers > 1 else "this tree, 1 process"
-            rows.append(serve_and_measure(label, ROOT, workers, args, directory))
+            configs.append((f"{args.baseline} (1 process)", extract(args.baseline, directory), 1))
+        configs += [(f"this tree, --workers {n}" if n > 1 else "this tree, 1 process", ROOT, n) for n in args.workers]
+        servers = []
+        for label, source, workers in configs:  # all up at once; an idle one costs nothing
+            extra = ["--workers", str(workers)] if workers > 1 else []
+            server = stack.enter_context(LocalServer(args.models.resolve(), env, extra, source=source))
+            servers.append((label, server, workers))
+        time.sleep(1.0)  # every worker has warmed up (each waits for its warm-up before it takes connections)
+        rows, engine_rounds = measure_all(servers, args, directory)
+    engine = sorted(engine_rounds)[len(engine_rounds) // 2]
 
     command = " ".join(shlex.quote(a) for a in ["python", "bench/bench_wrk.py", *(argv if argv is not None else sys.argv[1:])])
-    print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores; wrk -t1, {args.seconds:g} s per figure; "
+    print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores; wrk -t1, median of {args.rounds} "
+          f"runs of {args.seconds:g} s per figure; "
           f"engine alone at 32 streams: {engine:,.0f} chars/s")
     print("| server | /health/live req/s | classify, 1 image: req/s | classify, 64 images: images/s "
           "| 1 stream: chars/s | 32 streams: chars/s (x engine) | wrk CPU, max |")
@@ -180,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None:
         from tlstm.files import write_json_atomic
 
-        write_json_atomic(args.out, {"engine_32_streams_chars_per_s": engine, "servers": rows, "chars_per_stream": args.chars,
-                                     "seconds": args.seconds, "command": command,
+        write_json_atomic(args.out, {"engine_32_streams_chars_per_s": engine, "engine_rounds": engine_rounds, "servers": rows, "chars_per_stream": args.chars,
+                                     "seconds": args.seconds, "rounds": args.rounds, "command": command,
                                      "machine": {"cores": os.cpu_count(), "processor": platform.processor()}})
     return 0
 

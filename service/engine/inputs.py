@@ -169,34 +169,31 @@ def _image_or_features(item: Any, where: str, spec: InputSpec, image: ImagePrepr
         if not _fits(form, layout, spec):
             raise InvalidRequest(f"{where}: expected the {form.name!r} form, {form.description}; got {_shape_of(item)}",
                                  param="inputs")
-        name = form.name
+        fitting = [form.name]
     else:
         fitting = [name for name, form in forms.items() if _fits(form, layout, spec)]
         if not fitting:
             listed = "; ".join(f"{form.name!r}: {form.description}" for form in forms.values())
             raise InvalidRequest(f"{where}: expected one of the forms {listed}; got {_shape_of(item)}", param="inputs")
-        name = fitting[0]
-        if len(fitting) > 1:  # a raw form and the sequence share the shape: the values decide
-            name = "sequence" if _all_in_unit_range(item) else fitting[0]
+    name = fitting[0]
+    grid = bool(item) and isinstance(item[0], list)
+    values = _numbers(item if grid else [item])  # converted once, for the choice and the pixels
+    bounds = (float(values.min()), float(values.max())) if values is not None and values.size else None
+    if len(fitting) > 1:  # a raw form and the sequence share the shape: the values decide
+        name = "sequence" if bounds is not None and bounds[0] >= 0 and bounds[1] <= 1 else fitting[0]
     if name == "sequence":
         return _features(item, where, spec)
+    if values is not None and bounds is not None and bounds[0] >= 0 and bounds[1] <= image.divisor:  # nan fails
+        return image.prepare(values.astype(np.float32) if grid else values.astype(np.float32).reshape(-1))
     return image.prepare(_raw_pixels(item, where, image))
 
 
-def _all_in_unit_range(item: list[Any]) -> bool:
-    rows = item if item and isinstance(item[0], list) else [item]
-    return all(_is_number(v) and 0 <= v <= 1 for row in rows for v in row)
-
-
 def _raw_pixels(item: list[Any], where: str, image: ImagePreprocessing) -> np.ndarray:
-    """Check raw pixel values (finite, in [0, divisor]); (H, W) or (H*W,) float32."""
+    """Check raw pixel values (finite, in [0, divisor]) one by one; (H, W) or (H*W,) float32."""
     top = image.divisor
     grid = bool(item) and isinstance(item[0], list)
     rows = item if grid else [item]
-    fast = _numbers(rows)
-    if fast is not None and fast.size and fast.min() >= 0 and fast.max() <= top:  # nan fails (min, max propagate it)
-        return fast.astype(np.float32) if grid else fast.astype(np.float32).reshape(-1)
-    for r, row in enumerate(rows):  # find and name the first bad value
+    for r, row in enumerate(rows):
         for c, value in enumerate(row):
             if not (_is_number(value) and math.isfinite(value) and 0 <= value <= top):
                 at = f"{where}[{r}][{c}]" if grid else f"{where}[{c}]"
