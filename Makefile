@@ -40,7 +40,7 @@ serve: venv
 	$(VENV)/bin/tlstm serve --models models
 
 # Trains (or resumes, or reuses) the default runs from fixed seeds and exports models/.
-# `rm -rf runs/default` forces fresh training (about 20 minutes on 2 idle cores).
+# `rm -rf runs/default` forces fresh training (about 75 minutes: chars on one thread, digits beside it).
 models: venv
 	$(PY) -m training.default_models --runs runs/default --models models
 

@@ -139,7 +139,8 @@
       ["labels", model.labels ? model.labels.join(" ") : null],
       ["provider", model.provider],
     ];
-    for (const [key, value] of Object.entries(model.metrics || {})) rows.push([key, value]);
+    const shown = new Set(rows.map(([key]) => key));
+    for (const [key, value] of Object.entries(model.metrics || {})) if (!shown.has(key)) rows.push([key, value]);
     const dl = $("card-fields");
     dl.replaceChildren();
     for (const [key, value] of rows) {
