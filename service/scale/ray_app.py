@@ -43,9 +43,9 @@ from ray import serve
 from ray.serve import Application, Deployment
 
 from ..app import create_app
+from ..engine import switching  # the module, not its SWITCHING: Serve pickles this class by value
 from ..engine.runtime import GPU_PROVIDER
 from ..engine.state_token import install_log_redaction
-from ..engine.switching import SWITCHING
 from ..settings import Settings, get_settings
 from . import proxy
 from .replica import ReplicaHeader, ServiceLifespan
@@ -72,7 +72,7 @@ class TlstmReplica:
         self.settings = get_settings(**dict(settings or {}))
         logging.getLogger("tlstm").setLevel(self.settings.log_level.upper())
         install_log_redaction()
-        SWITCHING.configure(self.settings.switch_interval_ms / 1000)  # as `tlstm serve` does
+        switching.SWITCHING.configure(self.settings.switch_interval_ms / 1000)  # as `tlstm serve` does
         self.fastapi_app = create_app(self.settings)
 
     def __serve_build_asgi_app__(self) -> Any:
