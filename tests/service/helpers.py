@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -39,6 +41,32 @@ def stream_completion(url: str, body: dict[str, Any], **kwargs: Any) -> tuple[li
         payloads = read_sse(r)
     assert payloads[-1] == "[DONE]"
     return [json.loads(p) for p in payloads[:-1]], payloads
+
+
+@dataclass
+class BackgroundStream:
+    """A streamed completion read in a thread: ``started`` is set at its first chunk, and
+    ``payloads`` holds its SSE payloads once it has ended (see :meth:`join`)."""
+
+    url: str
+    body: dict[str, Any]
+    payloads: list[str] = field(default_factory=list)
+    started: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        with httpx.stream("POST", f"{self.url}/v1/completions", json=self.body, timeout=30) as response:
+            chunks = response.iter_text()
+            first = next(chunks)
+            self.started.set()
+            self.payloads.extend(parse_sse(first + "".join(chunks)))
+
+    def join(self, timeout: float) -> list[str]:
+        self.thread.join(timeout)
+        return self.payloads
 
 
 def metric(text: str, name: str, **labels: str) -> float:

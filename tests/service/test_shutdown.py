@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 
@@ -12,7 +11,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from .helpers import metric, parse_sse, post
+from .helpers import BackgroundStream, metric, post
 from .live import LiveServer, ServeProcess, live_server, make_settings, wait_until
 
 LONG = {"model": "chars", "prompt": "abc", "max_tokens": 10**6, "stream": True}
@@ -48,21 +47,10 @@ def test_sigterm_drains_then_exits(packages):
     process = ServeProcess(packages.root, {"TLSTM_SHUTDOWN_GRACE_S": str(grace), "TLSTM_MAX_NEW_CHARS": str(10**6)})
     try:
         process.wait_ready()
-        payloads: list[str] = []
-        started = threading.Event()
-
-        def long_stream() -> None:
-            with httpx.stream("POST", f"{process.url}/v1/completions", json=LONG, timeout=30) as response:
-                chunks = response.iter_text()
-                first = next(chunks)
-                started.set()
-                payloads.extend(parse_sse(first + "".join(chunks)))
-
-        reader = threading.Thread(target=long_stream)
-        reader.start()
+        stream = BackgroundStream(process.url, LONG)
         with connect(f"ws://127.0.0.1:{process.port}/v1/stream?model=chars") as ws:
             assert json.loads(ws.recv(timeout=10))["type"] == "ready"
-            assert started.wait(10)
+            assert stream.started.wait(10)
             sent = process.terminate()
             assert json.loads(ws.recv(timeout=10)) == {"type": "closed", "reason": "shutting_down"}
             with pytest.raises(ConnectionClosed) as info:
@@ -78,7 +66,7 @@ def test_sigterm_drains_then_exits(packages):
                                             "type": "server_error", "param": None, "code": "shutting_down"}}
         assert process.proc.wait(grace + 5) == 0
         exited = time.monotonic() - sent
-        reader.join(10)
+        payloads = stream.join(10)
         assert exited < grace, f"exited {exited:.2f} s after SIGTERM (grace {grace} s)"
         assert payloads[-1] == "[DONE]"
         assert json.loads(payloads[-2]) == {"error": {"message": "the service is shutting down; the stream was closed",

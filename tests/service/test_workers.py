@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -20,7 +19,7 @@ from service.local import QUIET_CPU, ROOT, LocalServer
 from service.scale.replica import HEADER
 
 from .conftest import Packages
-from .helpers import parse_sse
+from .helpers import BackgroundStream
 from .test_engine import random_features
 from .test_shutdown import LONG
 
@@ -76,23 +75,12 @@ def test_sigterm_drains_open_streams_then_every_worker_exits_with_status_0(packa
     running = LocalServer(packages.root, env, ["--workers", "2"])
     try:
         running.wait_ready()
-        payloads: list[str] = []
-        started = threading.Event()
-
-        def long_stream() -> None:
-            with httpx.stream("POST", f"{running.url}/v1/completions", json=LONG, timeout=30) as response:
-                chunks = response.iter_text()
-                first = next(chunks)
-                started.set()
-                payloads.extend(parse_sse(first + "".join(chunks)))
-
-        reader = threading.Thread(target=long_stream)
-        reader.start()
-        assert started.wait(10)
+        stream = BackgroundStream(running.url, LONG)
+        assert stream.started.wait(10)
         sent = time.monotonic()
         running.proc.send_signal(signal.SIGTERM)
         assert running.proc.wait(grace + 10) == 0
-        reader.join(10)
+        payloads = stream.join(10)
         assert time.monotonic() - sent < grace + 5
         assert payloads[-1] == "[DONE]"
         assert json.loads(payloads[-2])["error"]["code"] == "shutting_down"
