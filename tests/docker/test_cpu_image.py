@@ -2,7 +2,8 @@
 
 Covers: readiness and the image's HEALTHCHECK, a streamed completion, a batch classification,
 /metrics, the non-root user, read-only models, a mounted models directory replacing the
-defaults, TLSTM_* settings from the environment, and SIGTERM draining within the grace period.
+defaults, TLSTM_* settings from the environment, two workers (TLSTM_WORKERS=2) in the read-only
+container, and SIGTERM draining within the grace period.
 """
 
 from __future__ import annotations
@@ -104,6 +105,31 @@ def test_mounted_models_and_environment_settings(cpu_image: str, tmp_path: Path)
         assert info["auth"] is True and info["limits"]["max_inputs"] == 7
         smoke.check_batch_classification(container.url, key=key, count=7)
         container.wait_healthy(timeout=60)  # the HEALTHCHECK works with keys configured
+    finally:
+        container.remove()
+
+
+@pytest.mark.timeout(180)
+def test_two_workers_in_the_read_only_container(cpu_image: str) -> None:
+    """TLSTM_WORKERS=2: both workers answer (the replica header names each), the metrics
+    directory lives in the container's /tmp, and `docker stop` ends every worker cleanly."""
+    container = run_container(cpu_image, name=f"tlstm-test-workers-{uuid.uuid4().hex[:8]}",
+                              env={"TLSTM_WORKERS": "2"})
+    try:
+        container.wait_ready()
+        names = set()
+        for _ in range(40):  # a fresh connection each time: the kernel spreads them
+            response = httpx.get(f"{container.url}/health/ready", timeout=10)
+            assert response.status_code == 200
+            names.add(response.headers["x-tlstm-replica"])
+        assert len(names) == 2, names
+        smoke.check_batch_classification(container.url, count=20)
+        smoke.check_metrics(container.url)
+        assert container.exec("sh", "-c", "ls -d /tmp/tlstm-metrics-*", check=True).stdout.strip()
+        started = time.monotonic()
+        docker("stop", "--time", "20", container.id, timeout=60)
+        assert time.monotonic() - started < 15
+        assert container.state()["ExitCode"] == 0
     finally:
         container.remove()
 
