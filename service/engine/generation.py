@@ -25,6 +25,7 @@ from .sampling import SamplingParams, log_softmax, top_alternatives
 from .scheduler import Dispatch, GenerationScheduler, deliver_inline
 from .state_token import Snapshot, rng_from_state
 from .stops import Token
+from .switching import SWITCHING
 from .vocab import Vocabulary
 
 
@@ -133,7 +134,8 @@ class GenerationEngine:
             raise InvalidRequest("prompt: expected at least one character", param="prompt")
         if state is None:
             state = self.step_fn.initial_state(1)
-        logits, all_logits, new_state = self.step_fn.prefill(ids.reshape(1, -1), state)
+        with SWITCHING.working():  # the short switch interval: the event loop may be busy meanwhile
+            logits, all_logits, new_state = self.step_fn.prefill(ids.reshape(1, -1), state)
         return Prefill(ids=ids, logits=logits[0], all_logits=all_logits[0], state=new_state, position=ids.shape[0])
 
     def resume(self, snapshot: Snapshot, ids: np.ndarray) -> Prefill:

@@ -5,17 +5,21 @@ microseconds; with Python's default 5 ms switch interval the event loop, writing
 can keep it waiting that long on every step. A short interval, though, makes every thread of
 the process hand the GIL over far more often, which costs request handling when nothing
 generates (one-image classification: about 1.5x the requests/s with the default). So the
-interval is short only while at least one generation scheduler of the process has streams.
+interval is short only while at least one generation scheduler of the process has streams, or
+a prompt is being read (a prefill, which runs in a worker thread while the event loop may be
+busy with the other requests that arrive with it).
 """
 
 from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class GenerationSwitching:
-    """Process-wide counter of busy generation schedulers, which sets the switch interval.
+    """Process-wide counter of busy generation schedulers and prefills, which sets the switch interval.
 
     ``busy_s`` is the interval while any scheduler is busy (None: never change it); while none
     is, the interval is what it was when the first one became busy.
@@ -49,6 +53,15 @@ class GenerationSwitching:
             if self._busy == 0 and self._idle_s is not None:
                 sys.setswitchinterval(self._idle_s)
                 self._idle_s = None
+
+    @contextmanager
+    def working(self) -> Iterator[None]:
+        """Counted as busy for the ``with`` block (a prefill)."""
+        self.enter()
+        try:
+            yield
+        finally:
+            self.leave()
 
     @property
     def busy(self) -> int:

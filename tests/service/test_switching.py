@@ -1,4 +1,4 @@
-"""The short thread switch interval holds exactly while some model generates."""
+"""The short thread switch interval holds exactly while some model generates or reads a prompt."""
 
 from __future__ import annotations
 
@@ -56,7 +56,8 @@ class IntervalDuringTicks(Observer):
         self.seen.append(sys.getswitchinterval())
 
 
-def test_generation_runs_with_the_short_interval_and_classification_without(packages: Packages, default_interval):
+def test_generation_and_prefill_run_with_the_short_interval_and_classification_without(
+        packages: Packages, default_interval, monkeypatch):
     observer = IntervalDuringTicks()
     engine = make_engine(packages, observer)
     try:
@@ -64,7 +65,17 @@ def test_generation_runs_with_the_short_interval_and_classification_without(pack
         observer.seen.clear()  # the warm-up's ticks ran before
         engine.model("digits").classifier.submit(random_features(np.random.default_rng(0), 1)).result(5)  # no scheduler wakes
         assert sys.getswitchinterval() == default_interval
-        result = engine.model("chars").generation.complete("abc", SamplingParams(max_new=40, seed=3))
+        generation = engine.model("chars").generation
+        during_prefill = []
+        prefill = generation.step_fn.prefill
+
+        def recording_prefill(*args):
+            during_prefill.append(sys.getswitchinterval())
+            return prefill(*args)
+
+        monkeypatch.setattr(generation.step_fn, "prefill", recording_prefill)
+        result = generation.complete("abc", SamplingParams(max_new=40, seed=3))
+        assert during_prefill == [pytest.approx(BUSY_S)]
         assert len(result.text) == 40
         assert len(observer.seen) >= 2 and observer.seen == [pytest.approx(BUSY_S)] * len(observer.seen)
         deadline = time.monotonic() + 5
