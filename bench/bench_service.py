@@ -39,6 +39,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from phases import percentile, run_json
+
 from service.local import LocalServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,24 +64,12 @@ def median_of(measure: Any, repeats: int = REPEATS) -> float:
     return statistics.median(measure() for _ in range(repeats))
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
 def run_phase(phase: str, args: argparse.Namespace, *extra: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run one phase of this script in its own process; its last stdout line is JSON."""
     command = [sys.executable, str(Path(__file__).resolve()), "--phase", phase, "--models", str(args.models),
                "--scale", str(args.scale), *extra]
     print(f"[bench] {phase} ...", flush=True)
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})})
-    if result.returncode != 0:
-        sys.stderr.write(result.stdout + result.stderr)
-        raise SystemExit(f"[bench] phase {phase} failed with exit code {result.returncode}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_json(command, "bench", env)  # type: ignore[no-any-return]
 
 
 def prompt_for(vocab: list[str]) -> str:

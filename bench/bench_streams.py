@@ -27,12 +27,13 @@ import json
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from phases import percentile, run_json
 
 ROOT = Path(__file__).resolve().parent.parent
 COUNTS = (1, 32, 256, 1024)
@@ -69,11 +70,6 @@ class PeakMemory:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, rss_bytes(self.pid))
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
 
 
 def summary(streams: int, chars: int, seconds: float, firsts: list[float], before: int, peak: int) -> dict[str, Any]:
@@ -203,11 +199,7 @@ def http_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
 def run_phase(phase: str, args: argparse.Namespace, *extra: str) -> Any:
     command = [sys.executable, str(Path(__file__).resolve()), "--phase", phase, "--models", str(args.models),
                "--chars", str(args.chars), "--counts", *map(str, args.counts), *extra]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=os.environ)
-    if result.returncode != 0:
-        sys.stderr.write(result.stdout + result.stderr)
-        raise SystemExit(f"[streams] phase {phase} failed with exit code {result.returncode}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_json(command, "streams")
 
 
 def main(argv: list[str] | None = None) -> int:

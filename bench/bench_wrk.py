@@ -41,6 +41,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from phases import run_json  # noqa: E402 - beside this script
+
 # scikit-learn's first digit (a 0), as it comes: 8 rows of 8 pixels, 0-16
 DIGIT = [[0, 0, 5, 13, 9, 1, 0, 0], [0, 0, 13, 15, 10, 15, 5, 0], [0, 3, 15, 2, 0, 11, 8, 0],
          [0, 4, 12, 0, 0, 8, 8, 0], [0, 5, 8, 0, 0, 9, 8, 0], [0, 4, 11, 0, 1, 12, 7, 0],
@@ -140,10 +142,7 @@ def engine_rate(args: argparse.Namespace) -> float:
     """The engine's own chars/s at 32 streams (bench_streams.py's engine phase, its own process)."""
     command = [sys.executable, str(ROOT / "bench" / "bench_streams.py"), "--phase", "engine", "--models", str(args.models),
                "--chars", str(args.chars), "--counts", "32"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"[wrk] engine phase failed:\n{result.stdout}{result.stderr}")
-    return float(json.loads(result.stdout.strip().splitlines()[-1])[0]["chars_per_s"])
+    return float(run_json(command, "wrk")[0]["chars_per_s"])
 
 
 def extract(revision: str, directory: Path) -> Path:
