@@ -26,6 +26,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 RATE_BUCKETS = (10, 30, 100, 300, 1000, 3000, 10000, 30000, 100000)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess mode (``--workers``)
 
 
 class Metrics(Observer):
@@ -93,7 +94,7 @@ class Metrics(Observer):
 
     def render(self) -> bytes:
         """The exposition text: this process' metrics, or every worker's under ``--workers``."""
-        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        if not os.environ.get(MULTIPROC_ENV):
             return generate_latest(self.registry)
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged)

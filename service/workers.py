@@ -32,11 +32,10 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
+from .metrics import MULTIPROC_ENV
 from .settings import Settings
 
 log = logging.getLogger("tlstm.service")
-
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def worker_app() -> Any:
