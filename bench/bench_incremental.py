@@ -41,7 +41,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tlstm.contract import MANIFEST_FILE, X, input_for_output, state_input_name, state_name
+from tlstm.contract import (
+    MANIFEST_FILE,
+    X,
+    disabled_optimizers,
+    input_for_output,
+    state_input_name,
+    state_name,
+)
 from tlstm.files import write_json_atomic
 from tlstm.progress import Progress
 
@@ -66,7 +73,8 @@ def _session(path: str, threads: int, profile_prefix: str | None = None):
     if profile_prefix:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    providers = ["CPUExecutionProvider"]
+    return ort.InferenceSession(path, options, providers=providers, disabled_optimizers=disabled_optimizers(providers))
 
 
 def _feeds(session, states: dict[str, Any], batch: int, vocab: int, steps: int, seed: int = 0):
@@ -177,37 +185,47 @@ def _log(message: str) -> None:
 
 
 def _flops(config, engine: str) -> float:
-    """Matrix-product FLOPs per character for one sequence, as each engine computes them.
+    """Matrix-product FLOPs per character for one sequence: the model's arithmetic, whichever
+    way an engine arranges it.
 
-    Simple path: L full steps of the convolution over every location and kernel tap (padding
-    included, as the step computes it) plus the memory-cell convolution. Incremental: the
-    forward taps of every band, the backward taps of levels 1.. (and of level 0 where they
-    reach the committed state), the memory-cell convolution of the bands. The head once.
+    Only taps that read a location of H^cat count (for the simple path the input row too);
+    a tap that reads the convolution's zero padding adds nothing and is not counted, so an
+    engine that multiplies zeros gains no efficiency by it. Simple path: L full steps over
+    every location plus the memory-cell convolution. Incremental: each band's taps that read
+    known values (the committed state, old levels, the band just built), the memory-cell
+    convolution of the bands; for token inputs the taps that read u_t are a table lookup, not
+    a product. The head once. The peer: per layer, four gates from two inputs of width M.
     """
+    import itertools
+
     from model.incremental import StaircaseLayout
-    from model.incremental_band import band_rects, input_reads, rect_size, split_taps
+    from model.incremental_band import band_rects
 
     m, g, kappa = config.channels, config.gate_channels, config.kappa
     memory = 2 * kappa * m if config.uses_q else 0
     head = 2 * m * config.output_size
-    if engine == PEER:  # per layer: four gates from the layer's input and its own h, both of width M
+    if engine == PEER:
         return config.depth * 2 * (2 * m) * (4 * m) + head
-    if engine == "naive":
-        return config.depth * config.num_locations * (2 * kappa * m * g + memory) + head
+    p, k, axes = config.tensor_size, config.kernel_size, config.order - 1
+    taps = list(itertools.product(range(k), repeat=axes))
+
+    def reads(location: tuple[int, ...], tap: tuple[int, ...]) -> str:
+        read = [q + t - k // 2 for q, t in zip(location, tap, strict=True)]
+        return "state" if all(0 <= r < p for r in read) else "input" if all(r == -1 for r in read) else "padding"
+
+    def useful(locations, count_input: bool) -> int:
+        return sum(1 for loc in locations for tap in taps if reads(loc, tap) == "state" or (count_input and reads(loc, tap) == "input"))
+
+    everywhere = list(itertools.product(range(p), repeat=axes))
     layout = StaircaseLayout.of(config)
-    if not layout.exact:
-        return _flops(config, "naive")
-    forward, backward = split_taps(config.order, config.kernel_size)
-    p = config.tensor_size
+    if engine == "naive" or not layout.exact:
+        return config.depth * (useful(everywhere, True) * 2 * m * g + len(everywhere) * memory) + head
     inners = layout.starts[1:] + (p,)
     total = 0.0
     for j in range(layout.levels):
-        rects = band_rects(config.order, layout.starts[j], inners[j], p)
-        n = sum(rect_size(r) for r in rects)
-        taps = len(forward)
-        if j > 0 or input_reads(rects, backward, config.kernel_size, p)[0]:
-            taps += len(backward)
-        total += n * (2 * taps * m * g + memory)
+        band = [loc for rect in band_rects(config.order, layout.starts[j], inners[j], p)
+                for loc in itertools.product(*(range(lo, hi) for lo, hi in rect))]
+        total += useful(band, config.input_type != "tokens") * 2 * m * g + len(band) * memory
     return total + head
 
 

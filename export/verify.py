@@ -37,6 +37,7 @@ from tlstm.contract import (
     STEP_INCREMENTAL,
     TensorSpec,
     X,
+    disabled_optimizers,
     input_for_output,
     state_input_name,
     state_name,
@@ -154,7 +155,8 @@ def make_session(path: Path, threads: int = 1) -> Any:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    providers = ["CPUExecutionProvider"]
+    return ort.InferenceSession(str(path), sess_options=options, providers=providers, disabled_optimizers=disabled_optimizers(providers))
 
 
 def _float64(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

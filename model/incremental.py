@@ -39,6 +39,7 @@ Shapes (notation of model/config.py): a staircase is a flat tuple of tensors in 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +48,7 @@ from torch import Tensor, nn
 from .base import RecurrentModel, State
 from .config import TLSTMConfig
 from .incremental_band import (
+    Rect,
     Tap,
     assemble,
     band_rects,
@@ -208,13 +210,100 @@ def _input_term(model: TLSTM, x: Tensor, corner: list[tuple[int, Tap]], location
     return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
 
 
+LevelConvolution = Callable[[int, "Tensor | None", Tensor, int], Tensor]
+"""``level_a(j, h_band, h_level, origin)``: A_t at level j's band (B, N_j, G), given the band
+just built at level j-1 (None for j=0), that whole level (B, n_{j-1}[, n_{j-1}], M) and its
+first location."""
+
+
+def _banded_convolution(model: TLSTM, layout: StaircaseLayout, x: Tensor, old: list[State], rects: list[list[Rect]]) -> LevelConvolution:
+    """The cross-layer convolution for bands of any shape.
+
+    The taps that read a band's own location or those after it (``split_taps``' forward taps)
+    only read values known before the step (the committed state for level 0, the kept cone of
+    old level j for level j), so they run for all levels in one gather and one matrix
+    multiply; the taps towards the input then run level after level.
+    """
+    cfg = model.config
+    k, p, d = cfg.kernel_size, cfg.tensor_size, cfg.order
+    forward_taps, backward_taps = split_taps(d, k)
+    known = gather_windows([level[0] for level in old], list(layout.starts), rects, k, forward_taps)  # (B, N, taps*M)
+    a_known = known @ tap_weight(model.w_h, forward_taps) + model.b_h  # (B, N, G)
+    a_known_levels = torch.split(a_known, [sum(rect_size(r) for r in band) for band in rects], dim=1)
+    w_backward = tap_weight(model.w_h, backward_taps)  # (taps*M, G)
+
+    # Backward taps of level 0: u_{t+1} (H^cat row 0), and the committed state where they reach it.
+    state_reads, corner = input_reads(rects[0], backward_taps, k, p)
+    a_0 = a_known_levels[0] + _input_term(model, x, corner, a_known_levels[0].shape[1])
+    if state_reads:  # [node count] the window is built only where a backward tap reaches the state
+        a_0 = a_0 + windows(old[0][0], 0, rects[0], k, backward_taps) @ w_backward
+
+    def level_a(j: int, h_band: Tensor | None, h_level: Tensor, origin: int) -> Tensor:
+        if j == 0:
+            return a_0
+        # [node count] where the window is the band itself (D=2, K=2 or 3), no gather;
+        # otherwise the general window gather. Both give the same values.
+        if h_band is not None and reads_band(rects[j], backward_taps, k, rects[j - 1]):
+            back = h_band
+        else:
+            back = windows(h_level, origin, rects[j], k, backward_taps)
+        return a_known_levels[j] + back @ w_backward
+
+    return level_a
+
+
+def _one_location_bands(cfg: TLSTMConfig, rects: list[list[Rect]], backward_taps: list[Tap]) -> bool:
+    """Whether every level's band is one location whose backward taps read exactly the band
+    just built below it (D=2 with K=2 or 3)."""
+    if cfg.order != 2 or any(len(band) != 1 or rect_size(band[0]) != 1 for band in rects):
+        return False
+    return all(reads_band(rects[j], backward_taps, cfg.kernel_size, rects[j - 1]) for j in range(1, len(rects)))
+
+
+def _level_convolution(model: TLSTM, x: Tensor, old: list[State], rects: list[list[Rect]]) -> LevelConvolution:
+    """The cross-layer convolution when every band is one location (``_one_location_bands``).
+
+    Level j's forward taps read the first locations of old level j (level 0: of the committed
+    state), a slice of it. The levels whose forward taps all read a location < P share one
+    matrix product with the bias inside (a Gemm node), which reads the forward weights once
+    per step; their backward taps (level j-1's band, or u_{t+1} for level 0) add onto it. A
+    level whose forward taps reach past location P-1 (the last, for K=3) reads zero padding
+    there: it leaves those taps out and runs its whole window as one Gemm of its own, so no
+    arithmetic is spent on padding.
+    """
+    cfg = model.config
+    k, p = cfg.kernel_size, cfg.tensor_size
+    before = k // 2
+    forward_taps, backward_taps = split_taps(cfg.order, k)
+    batch, channels = old[0][0].shape[0], cfg.channels
+    reads = [[tap for tap in forward_taps if band[0][0][0] + tap[0] - before < p] for band in rects]  # taps reading < P
+    shared = [j for j, taps in enumerate(reads) if len(taps) == len(forward_taps)]  # includes level 0
+    windows = torch.cat([old[j][0].narrow(1, 0, len(forward_taps)) for j in shared], dim=1)  # (B, n*taps, M)
+    known = windows.reshape(batch * len(shared), len(forward_taps) * channels)  # row b*n + i: level shared[i]
+    a_known = torch.addmm(model.b_h, known, tap_weight(model.w_h, forward_taps))  # (B*n, G)
+    a_shared = dict(zip(shared, torch.split(a_known.reshape(batch, len(shared), -1), 1, dim=1), strict=True))
+    w_backward = tap_weight(model.w_h, backward_taps)  # (taps*M, G)
+    _, corner = input_reads(rects[0], backward_taps, k, p)
+    a_0 = a_shared[0] + _input_term(model, x, corner, 1)  # (B, 1, G)
+
+    def level_a(j: int, h_band: Tensor | None, h_level: Tensor, origin: int) -> Tensor:
+        if j == 0 or h_band is None:
+            return a_0
+        if j in a_shared:  # the band just built times the backward weights, added onto the shared product
+            return torch.addmm(a_shared[j].reshape(batch, -1), h_band.reshape(batch, -1), w_backward).unsqueeze(1)
+        window = torch.cat([h_band, old[j][0].narrow(1, 0, len(reads[j]))], dim=1).reshape(batch, -1)  # (B, taps*M)
+        return torch.addmm(model.b_h, window, tap_weight(model.w_h, backward_taps + reads[j])).unsqueeze(1)
+
+    return level_a
+
+
 def advance(model: TLSTM, layout: StaircaseLayout, x: Tensor, staircase: Staircase) -> tuple[Tensor, Staircase]:
     """The incremental step, without argument checks (exportable).
 
-    The convolution taps that read a band's own location or those after it (``split_taps``'
-    forward taps) only read values known before the step (the committed state for level 0, the
-    kept cone of old level j for level j), so they run for all levels in one matrix multiply;
-    the taps towards the input then run level after level, each reading the level just built.
+    The levels are built one after another, each from the one just built: level j's backward
+    taps (those towards the input) read the band of level j-1, its forward taps values known
+    before the step (``_banded_convolution`` and ``_level_convolution`` are two ways to the
+    same convolution).
 
     Comments mark which lines are the spec's arithmetic and which only choose a cheaper way to
     the same numbers (fewer, larger ONNX nodes): "[arithmetic]" lines compute a_t, the gates
@@ -239,34 +328,19 @@ def advance(model: TLSTM, layout: StaircaseLayout, x: Tensor, staircase: Stairca
     inners = layout.starts[1:] + (p,)
     rects = [band_rects(d, layout.starts[j], inners[j], p) for j in range(levels)]
 
-    # Forward taps: level 0 reads the committed state, level j >= 1 the level before it at
-    # locations from starts[j] on, which are the kept cone of old level j.
-    # [node count] every level's forward-tap windows in one gather and one matrix multiply,
-    # instead of one per level; [arithmetic] a = H^cat windows @ W^h + b^h (spec step 2).
-    known = gather_windows([level[0] for level in old], list(layout.starts), rects, k, forward_taps)  # (B, N, taps*M)
-    a_known = known @ tap_weight(model.w_h, forward_taps) + model.b_h  # (B, N, G)
-    a_known_levels = torch.split(a_known, [sum(rect_size(r) for r in band) for band in rects], dim=1)
-    w_backward = tap_weight(model.w_h, backward_taps)  # (taps*M, G)
-
-    # Backward taps of level 0: u_{t+1} (H^cat row 0), and the committed state where they reach it.
-    state_reads, corner = input_reads(rects[0], backward_taps, k, p)
-    # [arithmetic] the input row of H^cat enters through the taps that reach it
-    a_t = a_known_levels[0] + _input_term(model, x, corner, a_known_levels[0].shape[1])
-    if state_reads:  # [node count] the window is built only where a backward tap reaches the state
-        a_t = a_t + windows(old[0][0], 0, rects[0], k, backward_taps) @ w_backward
+    if _one_location_bands(cfg, rects, backward_taps):
+        # [node count] one new location per level: each level's whole window in one Gemm
+        level_a = _level_convolution(model, x, old, rects)
+    else:
+        level_a = _banded_convolution(model, layout, x, old, rects)
     h_band: Tensor | None = None  # the band just built, (B, N_j, M)
     h_level, c_level = old[0][0], (old[0][1] if lstm else None)  # the level just built (level 0 reads the committed state)
     new: list[Tensor] = []
     for j in range(levels):
         source_origin = layout.starts[j - 1] if j else 0
-        if j > 0:  # backward taps of level j read level j-1, just built
-            # [node count] where the window is the band itself (D=2, K=2 or 3), no gather;
-            # otherwise the general window gather. Both give the same values.
-            if h_band is not None and reads_band(rects[j], backward_taps, k, rects[j - 1]):
-                back = h_band
-            else:
-                back = windows(h_level, source_origin, rects[j], k, backward_taps)
-            a_t = a_known_levels[j] + back @ w_backward  # (B, N_j, G)  [arithmetic]
+        # [arithmetic] a = H^cat windows @ W^h + b^h (spec step 2); the backward taps of level
+        # j >= 1 read level j-1, just built
+        a_t = level_a(j, h_band, h_level, source_origin)  # (B, N_j, G)
         # [arithmetic] gates, memory-cell convolution, normalisation and the state update
         h_band, c_band = finish_band(cfg, params, rects[j], a_t, c_level, source_origin)
         kept = old[j + 1] if j + 1 < levels else (None, None)

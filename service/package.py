@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from tlstm.contract import MANIFEST_FILE, Manifest, PackageError, TensorSpec
+from tlstm.contract import MANIFEST_FILE, Manifest, PackageError, TensorSpec, disabled_optimizers
 from tlstm.files import sha256_file
 
 __all__ = ["DEFAULT_PROVIDERS", "ModelPackage", "PackageError", "load_package", "read_manifest", "verify_files"]
@@ -225,7 +225,9 @@ def load_package(
     for name, graph in manifest.graphs.items():
         gpath = root / graph.file
         try:
-            session = ort.InferenceSession(str(gpath), sess_options=options, providers=chosen)
+            session = ort.InferenceSession(
+                str(gpath), sess_options=options, providers=chosen, disabled_optimizers=disabled_optimizers(chosen)
+            )
         except Exception as exc:  # ORT raises several types (Fail, InvalidGraph, InvalidProtobuf...)
             raise PackageError(f"{gpath}: truncated or corrupt graph, ONNX Runtime cannot load it ({type(exc).__name__}: {exc})") from exc
         _check_io(gpath, name, "inputs", graph.inputs, [_ort_spec(v) for v in session.get_inputs()])

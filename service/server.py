@@ -124,18 +124,33 @@ def graceful_timeout(settings: Settings) -> int:
     return max(1, int(min(5.0, 0.3 * settings.shutdown_grace_s)))
 
 
-def serve(settings: Settings) -> int:
-    """Load, then serve until stopped. Returns the exit status."""
-    from .app import create_app
+def load_engine(settings: Settings) -> Engine | None:
+    """A serving process's set-up: logging, the redaction of state tokens from uvicorn's logs
+    (it logs WebSocket paths with their query, ``?state=...``), the switch interval while
+    generating (see ``engine/switching.py``), and an engine with the packages of
+    ``settings.models_dir`` loaded. One process or each ``--workers`` worker calls it.
 
+    Returns None, after printing the reason, when a package does not load.
+    """
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    metrics = Metrics()
-    engine = Engine(EngineConfig.from_settings(settings), observer=metrics)
+    engine = Engine(EngineConfig.from_settings(settings), observer=Metrics())
     try:
         engine.load(settings.models_dir)
     except StartupError as exc:
         print(f"tlstm serve: {exc}", file=sys.stderr)
         engine.stop()
+        return None
+    install_log_redaction()
+    SWITCHING.configure(settings.switch_interval_ms / 1000)
+    return engine
+
+
+def serve(settings: Settings) -> int:
+    """Load, then serve until stopped. Returns the exit status."""
+    from .app import create_app
+
+    engine = load_engine(settings)
+    if engine is None:
         return 2
     app = create_app(settings, engine=engine)
     allow_long_websocket_urls()
@@ -148,8 +163,6 @@ def serve(settings: Settings) -> int:
         timeout_graceful_shutdown=graceful_timeout(settings),
         ws_max_size=settings.max_body_bytes,
     )
-    install_log_redaction()  # uvicorn logs WebSocket paths with their query (?state=...)
-    SWITCHING.configure(settings.switch_interval_ms / 1000)  # while generating (see its module)
     server = DrainingServer(config, settings.shutdown_grace_s)
     server.run()
     return 0 if server.started else 1

@@ -47,25 +47,14 @@ def worker_app() -> Any:
     stops the parent instead of restarting the worker forever.
     """
     from .app import create_app
-    from .engine.engine import Engine, EngineConfig
-    from .engine.errors import StartupError
-    from .engine.state_token import install_log_redaction
-    from .engine.switching import SWITCHING
-    from .metrics import Metrics
     from .scale.replica import ReplicaHeader, ServiceLifespan, default_replica_name
+    from .server import load_engine
     from .settings import get_settings
 
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    engine = Engine(EngineConfig.from_settings(settings), observer=Metrics())
-    try:
-        engine.load(settings.models_dir)
-    except StartupError as exc:
-        print(f"tlstm serve: {exc}", file=sys.stderr)
-        engine.stop()
+    engine = load_engine(settings)
+    if engine is None:
         sys.exit(STARTUP_FAILURE)
-    install_log_redaction()
-    SWITCHING.configure(settings.switch_interval_ms / 1000)
     # Start-up completes once warmed up: until then this worker accepts no connection, and the
     # kernel hands them to the workers that are ready.
     app = ServiceLifespan(create_app(settings, engine=engine), settings.shutdown_grace_s)

@@ -176,3 +176,30 @@ def test_loader_runs_without_torch_or_onnx(packages):
         "(2, 5) ['state_c_in', 'state_h_in']",
         "(2, 5) ['state_h_in', 'state_c_in', 'state_h_ahead1_in', 'state_c_ahead1_in', 'state_h_ahead2_in', 'state_c_ahead2_in']",
     ]
+
+
+def _fused_ops(graph: Path, tmp_path: Path, disabled: list[str]) -> set[str]:
+    """The op types of ``graph`` after ONNX Runtime's CPU optimizations."""
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / f"optimized-{len(disabled)}.onnx")
+    options.log_severity_level = 3
+    ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
+    import onnx
+
+    return {node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node}
+
+
+def test_cpu_sessions_keep_add_and_layer_norm_apart(packages, tmp_path):
+    """ORT's SkipLayerNormalization kernel is slower on the CPU than the Add and
+    LayerNormalization it replaces (tlstm.contract.CPU_DISABLED_OPTIMIZERS); the loader's
+    options leave them apart on the CPU and change nothing on a GPU."""
+    from tlstm.contract import CPU_DISABLED_OPTIMIZERS, disabled_optimizers
+
+    cpu = disabled_optimizers(["CPUExecutionProvider"])
+    assert cpu == list(CPU_DISABLED_OPTIMIZERS) == ["SkipLayerNormFusion"]
+    assert disabled_optimizers([("CUDAExecutionProvider", {"device_id": "0"}), "CPUExecutionProvider"]) == []
+    graph = packages.get("trnn+cn-lm-tokens").path / "step_incremental.onnx"  # CN after an Add at levels 1..
+    if "SkipLayerNormalization" not in _fused_ops(graph, tmp_path, []):
+        pytest.skip("this onnxruntime does not fuse Add + LayerNormalization here: nothing to keep apart")
+    assert "SkipLayerNormalization" not in _fused_ops(graph, tmp_path, cpu)
+    assert "LayerNormalization" in _fused_ops(graph, tmp_path, cpu)

@@ -352,3 +352,45 @@ def test_exported_step_matches_pytorch(cfg, tmp_path):
                 ort_stair = out[1:]
                 np.testing.assert_allclose(out[0], logits.numpy(), atol=1e-5, rtol=0)
                 assert _max_diff([torch.from_numpy(a) for a in ort_stair], staircase) < 1e-5
+
+
+@pytest.mark.parametrize("kernel", [2, 3])
+@pytest.mark.parametrize("input_type", ["tokens", "features"])
+def test_the_one_location_convolution_equals_the_banded_one(kernel, input_type):
+    """D=2 with K=2 or 3 (one new location per level) runs each level's convolution without
+    gathering windows or multiplying padding (``_level_convolution``); it must give the general
+    banded path's A_t at every level, for a staircase of random values."""
+    from model.incremental import _banded_convolution, _level_convolution, _one_location_bands
+    from model.incremental_band import split_taps
+
+    cfg = TLSTMConfig(input_size=R, output_size=S, channels=8, tensor_size=4, order=2, kernel_size=kernel,
+                      norm="cn", input_type=input_type)
+    model, layout = _model(cfg), StaircaseLayout.of(cfg)
+    p, levels = cfg.tensor_size, layout.levels
+    inners = layout.starts[1:] + (p,)
+    rects = [band_rects(2, layout.starts[j], inners[j], p) for j in range(levels)]
+    assert _one_location_bands(cfg, rects, split_taps(2, kernel)[1])
+    generator = torch.Generator().manual_seed(1)
+    staircase = tuple(torch.randn(3, *shape, generator=generator, dtype=torch.float64) for shape in layout.state_shapes)
+    x = torch.tensor([0, 3, 6]) if input_type == "tokens" else torch.randn(3, R, generator=generator, dtype=torch.float64)
+    old = layout.split(staircase)
+    banded, by_level = _banded_convolution(model, layout, x, old, rects), _level_convolution(model, x, old, rects)
+    band = None  # what level j's backward taps read: the band of level j-1 (random here)
+    for j in range(levels):
+        below, origin = (old[j - 1][0], layout.starts[j - 1]) if j else (old[0][0], 0)
+        expected, got = banded(j, band, below, origin), by_level(j, band, below, origin)
+        assert got.shape == expected.shape == (3, 1, cfg.gate_channels)
+        assert torch.allclose(got, expected, rtol=0, atol=1e-12), j
+        band = torch.randn(3, 1, cfg.channels, generator=generator, dtype=torch.float64)
+
+
+def test_bands_of_several_locations_take_the_banded_convolution():
+    from model.incremental import _one_location_bands
+    from model.incremental_band import split_taps
+
+    for order, kernel in ((3, 3), (2, 5)):
+        cfg = _config(order, kernel, "cn", "lstm", True)
+        layout, p = StaircaseLayout.of(cfg), cfg.tensor_size
+        inners = layout.starts[1:] + (p,)
+        rects = [band_rects(order, layout.starts[j], inners[j], p) for j in range(layout.levels)]
+        assert not _one_location_bands(cfg, rects, split_taps(order, kernel)[1]), (order, kernel)
