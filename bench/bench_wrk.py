@@ -2,7 +2,8 @@
 
 Each configuration is a real ``tlstm serve`` on loopback, started in turn: this tree with each
 ``--workers`` count given, and, with ``--baseline REV``, the same models served by the code of
-git revision REV (extracted to a temporary directory) as the "before" of a change. Against
+git revision REV (extracted to a temporary directory) as the "before" of a change (with
+``--baseline-models``, REV's own ``models/``: the before of a change to the graphs). Against
 each, wrk (one thread) runs for ``--seconds``, all servers up at once and measured in turn,
 round-robin, for ``--rounds`` rounds (the median is reported):
 
@@ -159,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, default=ROOT / "models", help="directory with the chars and digits packages")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts of this tree to measure")
     parser.add_argument("--baseline", metavar="REV", help="also serve the models with the code of this git revision")
+    parser.add_argument("--baseline-models", action="store_true",
+                        help="serve the baseline its own revision's models/ (the before of a change to the exported graphs)")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every run against every server (the median is kept)")
     parser.add_argument("--chars", type=int, default=300, help="characters per streamed completion")
@@ -175,14 +178,17 @@ def main(argv: list[str] | None = None) -> int:
     env = {"TLSTM_MAX_NEW_CHARS": str(args.chars), "TLSTM_REQUEST_TIMEOUT_S": "600"}
     with tempfile.TemporaryDirectory(prefix="tlstm-wrk-") as tmp, contextlib.ExitStack() as stack:
         directory = Path(tmp)
-        configs: list[tuple[str, Path, int]] = []
+        configs: list[tuple[str, Path, Path, int]] = []  # label, code, models, workers
         if args.baseline:
-            configs.append((f"{args.baseline} (1 process)", extract(args.baseline, directory), 1))
-        configs += [(f"this tree, --workers {n}" if n > 1 else "this tree, 1 process", ROOT, n) for n in args.workers]
+            tree = extract(args.baseline, directory)
+            models = tree / "models" if args.baseline_models else args.models.resolve()
+            configs.append((f"{args.baseline} (1 process)", tree, models, 1))
+        configs += [(f"this tree, --workers {n}" if n > 1 else "this tree, 1 process", ROOT, args.models.resolve(), n)
+                    for n in args.workers]
         servers = []
-        for label, source, workers in configs:  # all up at once; an idle one costs nothing
+        for label, source, models, workers in configs:  # all up at once; an idle one costs nothing
             extra = ["--workers", str(workers)] if workers > 1 else []
-            server = stack.enter_context(LocalServer(args.models.resolve(), env, extra, source=source))
+            server = stack.enter_context(LocalServer(models, env, extra, source=source))
             servers.append((label, server, workers))
         time.sleep(1.0)  # every worker has warmed up (each waits for its warm-up before it takes connections)
         rows, engine_rounds = measure_all(servers, args, directory)

@@ -43,6 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import RecurrentModel, State
@@ -264,35 +265,38 @@ def _level_convolution(model: TLSTM, x: Tensor, old: list[State], rects: list[li
     """The cross-layer convolution when every band is one location (``_one_location_bands``).
 
     Level j's forward taps read the first locations of old level j (level 0: of the committed
-    state), a slice of it. The levels whose forward taps all read a location < P share one
-    matrix product with the bias inside (a Gemm node), which reads the forward weights once
-    per step; their backward taps (level j-1's band, or u_{t+1} for level 0) add onto it. A
-    level whose forward taps reach past location P-1 (the last, for K=3) reads zero padding
-    there: it leaves those taps out and runs its whole window as one Gemm of its own, so no
-    arithmetic is spent on padding.
+    state), a slice of it, padded with zeros where a tap reads past location P-1 (the last
+    level, for K=3). The slices of all levels go into one matrix product with the bias inside
+    (a Gemm node), which reads the forward weights once per step; the backward taps of level
+    j >= 1 read the band just built, one more Gemm that adds onto its level's row, and those
+    of level 0 read u_{t+1} (H^cat row -1). No window is gathered.
+
+    Why the padding is multiplied (measured with bench/bench_incremental.py on a 2-core CPU):
+    giving the last level a Gemm of its own, without the padding, saved 8-10% at batch 32,
+    but read that level's weights a second time, which cost 25% at batch 1 for M=256 (there
+    the product streams its weights from memory).
     """
     cfg = model.config
     k, p = cfg.kernel_size, cfg.tensor_size
     before = k // 2
     forward_taps, backward_taps = split_taps(cfg.order, k)
-    batch, channels = old[0][0].shape[0], cfg.channels
-    reads = [[tap for tap in forward_taps if band[0][0][0] + tap[0] - before < p] for band in rects]  # taps reading < P
-    shared = [j for j, taps in enumerate(reads) if len(taps) == len(forward_taps)]  # includes level 0
-    windows = torch.cat([old[j][0].narrow(1, 0, len(forward_taps)) for j in shared], dim=1)  # (B, n*taps, M)
-    known = windows.reshape(batch * len(shared), len(forward_taps) * channels)  # row b*n + i: level shared[i]
-    a_known = torch.addmm(model.b_h, known, tap_weight(model.w_h, forward_taps))  # (B*n, G)
-    a_shared = dict(zip(shared, torch.split(a_known.reshape(batch, len(shared), -1), 1, dim=1), strict=True))
+    batch, levels, channels = old[0][0].shape[0], len(rects), cfg.channels
+    slices = []
+    for j, band in enumerate(rects):
+        inside = sum(1 for tap in forward_taps if band[0][0][0] + tap[0] - before < p)  # taps that read a location < P
+        window = old[j][0].narrow(1, 0, inside)  # (B, inside, M)
+        slices.append(F.pad(window, (0, 0, 0, len(forward_taps) - inside)) if inside < len(forward_taps) else window)
+    known = torch.cat(slices, dim=1).reshape(batch * levels, len(forward_taps) * channels)  # row b*L + j: level j
+    a_known = torch.addmm(model.b_h, known, tap_weight(model.w_h, forward_taps))  # (B*L, G)
+    a_levels = torch.split(a_known.reshape(batch, levels, -1), 1, dim=1)  # (B, 1, G) each
     w_backward = tap_weight(model.w_h, backward_taps)  # (taps*M, G)
     _, corner = input_reads(rects[0], backward_taps, k, p)
-    a_0 = a_shared[0] + _input_term(model, x, corner, 1)  # (B, 1, G)
+    a_0 = a_levels[0] + _input_term(model, x, corner, 1)
 
     def level_a(j: int, h_band: Tensor | None, h_level: Tensor, origin: int) -> Tensor:
         if j == 0 or h_band is None:
             return a_0
-        if j in a_shared:  # the band just built times the backward weights, added onto the shared product
-            return torch.addmm(a_shared[j].reshape(batch, -1), h_band.reshape(batch, -1), w_backward).unsqueeze(1)
-        window = torch.cat([h_band, old[j][0].narrow(1, 0, len(reads[j]))], dim=1).reshape(batch, -1)  # (B, taps*M)
-        return torch.addmm(model.b_h, window, tap_weight(model.w_h, backward_taps + reads[j])).unsqueeze(1)
+        return torch.addmm(a_levels[j].reshape(batch, -1), h_band.reshape(batch, -1), w_backward).unsqueeze(1)  # (B, 1, G)
 
     return level_a
 
