@@ -41,7 +41,7 @@ def test_health_and_info(server):
     assert info["models"]["chars"]["provider"] == "CPUExecutionProvider"
     assert info["providers"]["requested"] == ["CPUExecutionProvider"]
     assert "CPUExecutionProvider" in info["providers"]["available"]
-    assert info["limits"]["max_new_chars"] == 2048 and info["limits"]["max_streams"] == 64
+    assert info["limits"]["max_new_chars"] == 2048 and info["limits"]["max_streams"] == 256
 
 
 def test_metrics_report_requests_providers_and_batches(server):
