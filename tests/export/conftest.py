@@ -17,6 +17,7 @@ import torch
 from export.exporter import export_package
 from model import RecurrentModel, build_model, variant_config
 from service.package import ModelPackage, load_package
+from tests.parallel import run_side_by_side
 from training.checkpoint import Checkpoint
 
 VOCAB = list("abcde")
@@ -81,6 +82,12 @@ class Exported:
         return Path(shutil.copytree(self.path, where / self.path.name))
 
 
+def export_variant(key: str, root: Path) -> Path:
+    """Export the package of ``VARIANTS[key]`` under ``root`` (fixed seeds: the same package in
+    any process)."""
+    return export_package(make_checkpoint(*VARIANTS[key]), root / key, seed=1234)
+
+
 class PackageCache:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -88,15 +95,33 @@ class PackageCache:
 
     def get(self, key: str) -> Exported:
         if key not in self._cache:
-            checkpoint = make_checkpoint(*VARIANTS[key])
-            path = export_package(checkpoint, self.root / key, seed=1234)
-            self._cache[key] = Exported(checkpoint, checkpoint.build_model(), path)
+            self._cache[key] = self._exported(key, export_variant(key, self.root))
         return self._cache[key]
+
+    def export_all(self) -> None:
+        """Export every variant now, side by side (tests/parallel.py)."""
+        # the slowest first (3D graphs, then the per-location reference), so the two cores end together
+        keys = sorted((key for key in VARIANTS if key not in self._cache),
+                      key=lambda key: (not key.startswith("3d"), "reference" not in key))
+        paths = run_side_by_side([(export_variant, (key, self.root)) for key in keys])
+        for key, path in zip(keys, paths, strict=True):
+            self._cache[key] = self._exported(key, path)
+
+    @staticmethod
+    def _exported(key: str, path: Path) -> Exported:
+        checkpoint = make_checkpoint(*VARIANTS[key])  # the exporter's, rebuilt from the same seed
+        return Exported(checkpoint, checkpoint.build_model(), path)
 
 
 @pytest.fixture(scope="session")
-def packages(tmp_path_factory: pytest.TempPathFactory) -> PackageCache:
-    return PackageCache(tmp_path_factory.mktemp("packages"))
+def packages(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> PackageCache:
+    cache = PackageCache(tmp_path_factory.mktemp("packages"))
+    here = Path(__file__).parent
+    users = [item for item in request.session.items
+             if "packages" in getattr(item, "fixturenames", ()) and Path(item.path).is_relative_to(here)]
+    if len(users) > len(VARIANTS):  # a whole run of these tests: every variant is needed
+        cache.export_all()
+    return cache
 
 
 def draw_inputs(rng: np.random.Generator, model: RecurrentModel, batch: int, length: int) -> np.ndarray:

@@ -34,46 +34,54 @@ class Packages:
         return self.models["chars"]
 
 
-def _export(root: Path, name: str, config: Any, task: dict[str, Any]) -> Any:
+def _model(name: str, config: Any) -> Any:
+    """The untrained model of package ``name``, from a seed of its own (the same in any process)."""
     import torch
 
-    from export.exporter import export_package
     from model import build_model
-    from training.checkpoint import Checkpoint
 
     torch.manual_seed(sum(map(ord, name)))
-    model = build_model(config).eval()
-    checkpoint = Checkpoint(config=config, model_state=model.state_dict(), task=task)
+    return build_model(config).eval()
+
+
+def _export(root: Path, name: str, config: Any, task: dict[str, Any]) -> None:
+    from export.exporter import export_package
+    from training.checkpoint import Checkpoint
+
+    checkpoint = Checkpoint(config=config, model_state=_model(name, config).state_dict(), task=task)
     export_package(checkpoint, root / name, seed=0)
-    return model
 
 
-@pytest.fixture(scope="session")
-def packages(tmp_path_factory: pytest.TempPathFactory) -> Packages:
+def _specs() -> dict[str, tuple[Any, dict[str, Any]]]:
     from model import variant_config
 
-    root = tmp_path_factory.mktemp("models")
-    models = {
-        "chars": _export(
-            root, "chars",
+    return {
+        "chars": (
             variant_config("tlstm-2d", input_size=len(LM_VOCAB), output_size=len(LM_VOCAB), depth=3, channels=8),
             {"name": "tiny-lm", "kind": "lm", "vocab": LM_VOCAB,
              "input": {"type": "tokens", "size": len(LM_VOCAB), "max_length": 64}},
         ),
-        "digits": _export(
-            root, "digits",
+        "digits": (
             variant_config("tlstm-2d", input_size=4, output_size=3, depth=2, channels=8, input_type="features"),
             {"name": "tiny-features", "kind": "classifier", "labels": ["x", "y", "z"],
              "input": {"type": "features", "size": 4, "max_length": 12}},
         ),
-        "names": _export(
-            root, "names",
+        "names": (
             variant_config("tlstm-2d", input_size=len(NAME_VOCAB), output_size=2, depth=2, channels=8),
             {"name": "tiny-tokens", "kind": "classifier", "vocab": NAME_VOCAB, "labels": ["a", "b"],
              "input": {"type": "tokens", "size": len(NAME_VOCAB), "max_length": 10}},
         ),
     }
-    return Packages(root, models)
+
+
+@pytest.fixture(scope="session")
+def packages(tmp_path_factory: pytest.TempPathFactory) -> Packages:
+    from tests.parallel import run_side_by_side
+
+    root = tmp_path_factory.mktemp("models")
+    specs = _specs()
+    run_side_by_side([(_export, (root, name, config, task)) for name, (config, task) in specs.items()])
+    return Packages(root, {name: _model(name, config) for name, (config, _) in specs.items()})
 
 
 @pytest.fixture(scope="session")
