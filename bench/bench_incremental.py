@@ -15,7 +15,8 @@ in the proportions of an ONNX Runtime profile.
 Beside each model runs its peer, what a user would otherwise deploy: a ``torch.nn.LSTM`` of the
 same depth (layers) and width (M), with an embedding and the same head, exported as one step
 that ONNX Runtime runs with its own fused LSTM op. Its FLOP efficiency counts its four gates
-from two inputs of width M per layer; the tLSTM's counts the K taps of its convolution.
+from two inputs of width M per layer; the tLSTM's counts the taps of its convolution that read a
+location, not those on the zero padding (``_flops``).
 
     python bench/bench_incremental.py                      # L = 2, 4, 8 at M = 256, batch 1 and 32
     python bench/bench_incremental.py --depths 4 --batches 1 --rounds 1   # a quick look
