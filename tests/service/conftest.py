@@ -44,12 +44,14 @@ def _model(name: str, config: Any) -> Any:
     return build_model(config).eval()
 
 
-def _export(root: Path, name: str, config: Any, task: dict[str, Any]) -> None:
+def _export(root: Path, name: str, config: Any, task: dict[str, Any]) -> Any:
+    """Export package ``name`` of an untrained model to ``root``; returns that model."""
     from export.exporter import export_package
     from training.checkpoint import Checkpoint
 
-    checkpoint = Checkpoint(config=config, model_state=_model(name, config).state_dict(), task=task)
-    export_package(checkpoint, root / name, seed=0)
+    model = _model(name, config)
+    export_package(Checkpoint(config=config, model_state=model.state_dict(), task=task), root / name, seed=0)
+    return model
 
 
 def _specs() -> dict[str, tuple[Any, dict[str, Any]]]:
