@@ -215,7 +215,8 @@ def _flops(config, engine: str) -> float:
         return "state" if all(0 <= r < p for r in read) else "input" if all(r == -1 for r in read) else "padding"
 
     def useful(locations, count_input: bool) -> int:
-        return sum(1 for loc in locations for tap in taps if reads(loc, tap) == "state" or (count_input and reads(loc, tap) == "input"))
+        kinds = ("state", "input") if count_input else ("state",)
+        return sum(1 for loc in locations for tap in taps if reads(loc, tap) in kinds)
 
     everywhere = list(itertools.product(range(p), repeat=axes))
     layout = StaircaseLayout.of(config)

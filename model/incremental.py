@@ -242,22 +242,17 @@ def _banded_convolution(model: TLSTM, layout: StaircaseLayout, x: Tensor, old: l
     def level_a(j: int, h_band: Tensor | None, h_level: Tensor, origin: int) -> Tensor:
         if j == 0:
             return a_0
-        # [node count] where the window is the band itself (D=2, K=2 or 3), no gather;
-        # otherwise the general window gather. Both give the same values.
-        if h_band is not None and reads_band(rects[j], backward_taps, k, rects[j - 1]):
-            back = h_band
-        else:
-            back = windows(h_level, origin, rects[j], k, backward_taps)
-        return a_known_levels[j] + back @ w_backward
+        return a_known_levels[j] + windows(h_level, origin, rects[j], k, backward_taps) @ w_backward
 
     return level_a
 
 
-def _one_location_bands(cfg: TLSTMConfig, rects: list[list[Rect]], backward_taps: list[Tap]) -> bool:
+def _one_location_bands(cfg: TLSTMConfig, rects: list[list[Rect]]) -> bool:
     """Whether every level's band is one location whose backward taps read exactly the band
     just built below it (D=2 with K=2 or 3)."""
     if cfg.order != 2 or any(len(band) != 1 or rect_size(band[0]) != 1 for band in rects):
         return False
+    backward_taps = split_taps(cfg.order, cfg.kernel_size)[1]
     return all(reads_band(rects[j], backward_taps, cfg.kernel_size, rects[j - 1]) for j in range(1, len(rects)))
 
 
@@ -323,17 +318,16 @@ def advance(model: TLSTM, layout: StaircaseLayout, x: Tensor, staircase: Stairca
         H_{t+L} at the output location (B, M), and the staircase at time t+1.
     """
     cfg = model.config
-    k, p, d = cfg.kernel_size, cfg.tensor_size, cfg.order
+    p, d = cfg.tensor_size, cfg.order
     params = _params(model)
-    forward_taps, backward_taps = split_taps(d, k)
     old = layout.split(staircase)
     lstm = cfg.cell == "lstm"
     levels = layout.levels
     inners = layout.starts[1:] + (p,)
     rects = [band_rects(d, layout.starts[j], inners[j], p) for j in range(levels)]
 
-    if _one_location_bands(cfg, rects, backward_taps):
-        # [node count] one new location per level: each level's whole window in one Gemm
+    if _one_location_bands(cfg, rects):
+        # [node count] one new location per level: slices of the kept levels, no window gather
         level_a = _level_convolution(model, x, old, rects)
     else:
         level_a = _banded_convolution(model, layout, x, old, rects)

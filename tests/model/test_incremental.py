@@ -361,7 +361,6 @@ def test_the_one_location_convolution_equals_the_banded_one(kernel, input_type):
     gathering windows or multiplying padding (``_level_convolution``); it must give the general
     banded path's A_t at every level, for a staircase of random values."""
     from model.incremental import _banded_convolution, _level_convolution, _one_location_bands
-    from model.incremental_band import split_taps
 
     cfg = TLSTMConfig(input_size=R, output_size=S, channels=8, tensor_size=4, order=2, kernel_size=kernel,
                       norm="cn", input_type=input_type)
@@ -369,28 +368,28 @@ def test_the_one_location_convolution_equals_the_banded_one(kernel, input_type):
     p, levels = cfg.tensor_size, layout.levels
     inners = layout.starts[1:] + (p,)
     rects = [band_rects(2, layout.starts[j], inners[j], p) for j in range(levels)]
-    assert _one_location_bands(cfg, rects, split_taps(2, kernel)[1])
+    assert _one_location_bands(cfg, rects)
     generator = torch.Generator().manual_seed(1)
     staircase = tuple(torch.randn(3, *shape, generator=generator, dtype=torch.float64) for shape in layout.state_shapes)
     x = torch.tensor([0, 3, 6]) if input_type == "tokens" else torch.randn(3, R, generator=generator, dtype=torch.float64)
     old = layout.split(staircase)
     banded, by_level = _banded_convolution(model, layout, x, old, rects), _level_convolution(model, x, old, rects)
-    band = None  # what level j's backward taps read: the band of level j-1 (random here)
+    band, below = None, old[0][0]  # the band just built at level j-1 (random here), and that level
     for j in range(levels):
-        below, origin = (old[j - 1][0], layout.starts[j - 1]) if j else (old[0][0], 0)
-        expected, got = banded(j, band, below, origin), by_level(j, band, below, origin)
+        origin = layout.starts[j - 1] if j else 0
+        expected, got = banded(j, band, below, origin), by_level(j, band, below, origin)  # banded reads `below`
         assert got.shape == expected.shape == (3, 1, cfg.gate_channels)
         assert torch.allclose(got, expected, rtol=0, atol=1e-12), j
         band = torch.randn(3, 1, cfg.channels, generator=generator, dtype=torch.float64)
+        below = torch.cat([band, old[j + 1][0]], dim=1) if j + 1 < levels else band  # level j: band + kept cone
 
 
 def test_bands_of_several_locations_take_the_banded_convolution():
     from model.incremental import _one_location_bands
-    from model.incremental_band import split_taps
 
     for order, kernel in ((3, 3), (2, 5)):
         cfg = _config(order, kernel, "cn", "lstm", True)
         layout, p = StaircaseLayout.of(cfg), cfg.tensor_size
         inners = layout.starts[1:] + (p,)
         rects = [band_rects(order, layout.starts[j], inners[j], p) for j in range(layout.levels)]
-        assert not _one_location_bands(cfg, rects, split_taps(order, kernel)[1]), (order, kernel)
+        assert not _one_location_bands(cfg, rects), (order, kernel)
