@@ -9,7 +9,12 @@ TORCH  ?= torch==2.13.0
 
 .PHONY: venv test test-docker test-browser screenshots serve models lint bench bench-service bench-incremental bench-scale clean
 
-venv: $(STAMP)
+# The fused CPU kernels for ONNX Runtime (tlstm/ort_ops): compiled against ONNX Runtime's C API
+# headers, which scripts/ort-headers.sh fetches from Debian. Optional: where the build fails
+# (no compiler, no apt) the packages' standard graphs run, with the same results.
+ORT_OPS := tlstm/ort_ops/libtlstm_ort.so
+
+venv: $(STAMP) $(ORT_OPS)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -17,6 +22,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet "$(TORCH)"
 	$(PY) -m pip install --quiet -e '.[cpu,train,dev,ray]'
 	touch $(STAMP)
+
+$(ORT_OPS): tlstm/ort_ops/lstm_cell.cc $(STAMP)
+	$(PY) -m tlstm.ort_ops build --optional
 
 test: venv
 	$(PY) -m pytest tests --ignore=tests/docker --ignore=tests/browser

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tlstm import ort_ops
 from tlstm.contract import (
     MANIFEST_FILE,
     X,
@@ -56,6 +57,7 @@ from tlstm.progress import Progress
 ROOT = Path(__file__).resolve().parent.parent
 MATMUL_OPS = {"MatMul", "Gemm", "FusedMatMul", "MatMulNBits"}
 BATCH_AXIS = "__batch_axis__"  # in a states .npz: the axis that holds the batch, where it is not 0
+FUSED = "fused"  # step_incremental with each band's cell as one ai.tlstm::LstmCell node (tlstm/ort_ops)
 PEER = "nn_lstm"  # torch.nn.LSTM of the same depth and width, exported as one step: ONNX Runtime's LSTM op
 HALO_OPS = {"Slice", "Concat", "Pad", "Gather", "GatherND", "Split", "Reshape", "Unsqueeze", "Squeeze", "Transpose", "Expand"}
 
@@ -74,6 +76,7 @@ def _session(path: str, threads: int, profile_prefix: str | None = None):
     if profile_prefix:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
+    ort_ops.register(options)  # the fused graphs need the project's kernels; the others ignore them
     providers = ["CPUExecutionProvider"]
     return ort.InferenceSession(path, options, providers=providers, disabled_optimizers=disabled_optimizers(providers))
 
@@ -233,9 +236,11 @@ def _flops(config, engine: str) -> float:
 
 def _spec(model, engine: str):
     """The package exporter's own spec of one engine's step graph: the simple path's ``step``
-    (the real step, then L-1 flush steps on a copy) or ``step_incremental``."""
-    from export.graphs import step_incremental_spec, step_spec
+    (the real step, then L-1 flush steps on a copy), ``step_incremental`` or its fused file."""
+    from export.graphs import fused_step_incremental_spec, step_incremental_spec, step_spec
 
+    if engine == FUSED:
+        return fused_step_incremental_spec(model)
     return step_spec(model) if engine == "naive" else step_incremental_spec(model)
 
 
@@ -334,6 +339,9 @@ def _cases(args: argparse.Namespace, workdir: Path) -> list[Case]:
             own = {"shipped": "step", "shipped_incremental": "step_incremental"}
             files = {engine: Path(args.chars) / package.graphs[graph].file
                      for engine, graph in own.items() if graph in package.graphs}
+            fused_file = package.graphs["step_incremental"].fused if "step_incremental" in package.graphs else None
+            if fused_file and ort_ops.why_unavailable() is None:
+                files["shipped_fused"] = Path(args.chars) / fused_file
             if package.precision == "float32":
                 shipped[name] = {engine: path for engine, path in files.items() if path.is_file()}
         else:
@@ -346,7 +354,10 @@ def _cases(args: argparse.Namespace, workdir: Path) -> list[Case]:
     for index, (name, cfg) in enumerate(specs):
         model = build_model(cfg).eval()
         graphs, states = {}, {}
-        for engine in ("naive", "incremental"):
+        from model.incremental_band import fused_cell_supported
+
+        fused = fused_cell_supported(cfg) and ort_ops.why_unavailable() is None
+        for engine in ("naive", "incremental", *((FUSED,) if fused else ())):
             t0 = time.perf_counter()
             graphs[engine], states[engine] = _export_case(model, engine, workdir / f"case{index}_{engine}")
             _log(f"exported and verified {name} {engine} ({time.perf_counter() - t0:.0f} s)")
@@ -354,7 +365,7 @@ def _cases(args: argparse.Namespace, workdir: Path) -> list[Case]:
         _log(f"exported and checked the nn.LSTM peer of {name} ({cfg.depth} layers of {cfg.channels})")
         flops = {engine: _flops(cfg, engine) for engine in graphs}
         for engine, path in shipped.get(name, {}).items():  # the package's own graphs (same state names)
-            graphs[engine], states[engine] = path, states["incremental" if engine == "shipped_incremental" else "naive"]
+            graphs[engine], states[engine] = path, states["naive" if engine == "shipped" else "incremental"]
         cases.append(Case(name, cfg, graphs, states, flops))
     return cases
 
@@ -454,8 +465,17 @@ def parent(args: argparse.Namespace) -> int:
                 eff = {e: case.flops[e] * batch / results[(case.name, e, batch)] / peak for e in ("naive", "incremental", PEER)}
                 met = "-" if target is None else ("yes" if speedup >= target else "NO")
                 peer = results[(case.name, PEER, batch)]
+                fused = results.get((case.name, FUSED, batch))
+                eff_fused = case.flops[FUSED] * batch / fused / peak if fused else None
                 rows.append((case.name, case.config.channels, batch, naive * 1e6, incremental * 1e6, speedup, target, met,
-                             eff["naive"], eff["incremental"], peer * 1e6, eff[PEER]))
+                             eff["naive"], eff["incremental"], peer * 1e6, eff[PEER],
+                             fused * 1e6 if fused else None, eff_fused))
+                if "shipped_fused" in case.graphs:
+                    own = results[(case.name, "shipped_fused", batch)]
+                    notes.append(
+                        f"{case.name}, batch {batch}: the package's own {case.graphs['shipped_fused'].name} takes "
+                        f"{own * 1e6:.0f} us/char, the fused graph exported here {fused * 1e6:.0f}"
+                    )
                 if "shipped_incremental" in case.graphs:
                     own = results[(case.name, "shipped_incremental", batch)]
                     notes.append(
@@ -474,15 +494,18 @@ def parent(args: argparse.Namespace) -> int:
 
     print(f"\nsgemm peak (numpy float32 1024^3, {args.threads} thread(s)): {peak / 1e9:.1f} GFLOP/s")
     header = ("| model | M | batch | simple us/char | incremental us/char | speed-up | target | met | simple %peak | "
-              "incremental %peak | nn.LSTM+ORT us/char | nn.LSTM+ORT %peak |")
+              "incremental %peak | nn.LSTM+ORT us/char | nn.LSTM+ORT %peak | fused us/char | fused %peak |")
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
-    for name, m, batch, naive, incr, speedup, target, met, e_naive, e_incr, peer, e_peer in rows:
+    for name, m, batch, naive, incr, speedup, target, met, e_naive, e_incr, peer, e_peer, fused, e_fused in rows:
         target_text = "-" if target is None else f"{target:.1f}x"
+        fused_text = "- | -" if fused is None else f"{fused:.0f} | {e_fused:.0%}"
         print(f"| {name} | {m} | {batch} | {naive:.0f} | {incr:.0f} | {speedup:.2f}x | {target_text} | {met} | {e_naive:.0%} | "
-              f"{e_incr:.0%} | {peer:.0f} | {e_peer:.0%} |")
+              f"{e_incr:.0%} | {peer:.0f} | {e_peer:.0%} | {fused_text} |")
     print("(%peak: the engine's matrix-product FLOPs per character over the sgemm peak; nn.LSTM+ORT is a torch.nn.LSTM "
-          "of the same depth and width run as ONNX Runtime's LSTM op, what a user would otherwise deploy)")
+          "of the same depth and width run as ONNX Runtime's LSTM op, what a user would otherwise deploy; fused: the "
+          "incremental graph with the project's fused cell kernel, '-' where the kernels are not built or the cell is not "
+          "the LSTM cell with CN)")
     for note in notes:
         print(f"- {note}")
     command = " ".join(shlex.quote(a) for a in [Path(sys.executable).name, "bench/bench_incremental.py", *sys.argv[1:]])

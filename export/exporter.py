@@ -175,6 +175,45 @@ def export_graph(spec: Any, path: Path) -> None:
     tidy_graph_file(path)
 
 
+def _export_fused(
+    spec: Any, tmp_dir: Path, standard: Graph, model: Any, longest: int, rng: Any, verification: dict[str, Any]
+) -> Graph:
+    """The fused file of ``standard`` (``spec``: ``fused_step_incremental_spec``), exported and
+    verified like every graph plus a whole stream against ``step.onnx``; ``standard`` with
+    ``fused`` set. Where the fused kernels cannot run here (so the file could not be verified)
+    the package carries the standard graph alone, and the log says why."""
+    from tlstm import ort_ops
+
+    from .verify import (
+        check_graph_file,
+        compare_incremental_stream,
+        compare_with_torch,
+        verification_cases,
+    )
+
+    reason = ort_ops.why_unavailable()
+    if reason is not None:
+        log.warning("%s left out (the standard %s runs everywhere): %s", spec.file, standard.file, reason)
+        return standard
+    path = tmp_dir / spec.file
+    export_graph(spec, path)
+    inputs, outputs = check_graph_file(spec, path)
+    if tuple(inputs) != standard.inputs or tuple(outputs) != standard.outputs:
+        raise ExportError(f"{spec.file}: inputs/outputs {inputs}/{outputs} differ from {standard.file}'s")
+    metadata = {p.key: p.value for p in _metadata(tmp_dir / standard.file)}
+    _set_metadata(path, {**metadata, "tlstm.fused_of": standard.file})
+    verification[spec.name] = compare_with_torch(spec, path, model, verification_cases(spec, longest), rng)
+    paths = {STEP: tmp_dir / f"{STEP}.onnx", STAIRCASE: tmp_dir / f"{STAIRCASE}.onnx", STEP_INCREMENTAL: path}
+    verification[f"{spec.name}_stream"] = compare_incremental_stream(paths, model, longest, rng)
+    return dataclasses.replace(standard, fused=spec.file)
+
+
+def _metadata(path: Path) -> list[Any]:
+    import onnx
+
+    return list(onnx.load(str(path), load_external_data=False).metadata_props)
+
+
 def _set_metadata(path: Path, props: dict[str, str]) -> None:
     """Replace the model's metadata_props by ``props``."""
     import onnx
@@ -259,7 +298,14 @@ def export_package(
 
     from training.checkpoint import Checkpoint, load_checkpoint
 
-    from .graphs import committed_layout, decoding_entry, export_copy, graph_specs, staircase_layout
+    from .graphs import (
+        committed_layout,
+        decoding_entry,
+        export_copy,
+        fused_step_incremental_spec,
+        graph_specs,
+        staircase_layout,
+    )
     from .precision import reduce_precision
     from .verify import (
         check_graph_file,
@@ -292,7 +338,8 @@ def export_package(
     longest = max(fields["train_max_length"], fields["input"]["max_length"]) + 3
 
     decoding = decoding_entry(frozen, [spec.name for spec in specs])
-    steps = 2 * len(specs) + (1 if decoding.incremental else 0) + (1 if precision != "float32" else 0) + 1
+    fused = fused_step_incremental_spec(frozen) if precision == "float32" else None  # float32 only: precision reduces the standard graphs
+    steps = 2 * len(specs) + (1 if decoding.incremental else 0) + (1 if precision != "float32" else 0) + (fused is not None) + 1
     bar = _Stages(steps, progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -338,13 +385,16 @@ def export_package(
             stream = compare_incremental_stream(paths, model, longest, rng)
             verification["incremental_stream"] = stream
             bar.done(f"incremental stream equals step.onnx's (largest difference {stream['max_difference']:.2g})")
+        if fused is not None:
+            graphs[STEP_INCREMENTAL] = _export_fused(fused, tmp_dir, graphs[STEP_INCREMENTAL], model, longest, rng, verification)
+            bar.done(f"{fused.file} exported and verified" if graphs[STEP_INCREMENTAL].fused else f"{fused.file} left out")
 
         report = None
         if precision != "float32":
             report = reduce_precision(tmp_dir, specs, precision, fields, frozen, rng=rng, validation=validation)
             bar.done(f"{precision} graphs written ({report['size_bytes']['ratio']:.2f}x the float32 size)")
 
-        files = _finish_files(tmp_dir, [g.file for g in graphs.values()])
+        files = _finish_files(tmp_dir, [f for g in graphs.values() for f in (g.file, g.fused) if f is not None])
         manifest = dataclasses.replace(manifest, files=files, precision_report=report)
         data = manifest.to_dict()
         Manifest.from_dict(data, f"{out}/{MANIFEST_FILE}")  # what is written reads back under the contract

@@ -31,6 +31,7 @@ state tensor (B, *location_shape, M).
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,7 @@ from model.incremental import (
     staircase_from_state,
     why_not_incremental,
 )
+from model.incremental_band import fused_cell_supported
 from tlstm.contract import (
     ALL_LOGITS,
     CLASSIFY,
@@ -414,6 +416,16 @@ def step_incremental_spec(model: RecurrentModel) -> GraphSpec | None:
         reference=_step_incremental_reference,
         lengths=False,
     )
+
+
+def fused_step_incremental_spec(model: RecurrentModel) -> GraphSpec | None:
+    """``step_incremental`` with each band's cell as one ``ai.tlstm::LstmCell`` node, in
+    ``step_incremental_fused.onnx``; None where the model has no such graph (no exact
+    staircase, or a cell the fused kernel does not compute)."""
+    spec = step_incremental_spec(model)
+    if spec is None or not fused_cell_supported(model.config):
+        return None
+    return dataclasses.replace(spec, name=f"{STEP_INCREMENTAL}_fused", module=IncrementalStep(model, fused=True))
 
 
 def staircase_spec(model: RecurrentModel) -> GraphSpec | None:

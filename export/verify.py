@@ -148,13 +148,17 @@ def check_graph_file(spec: GraphSpec, path: Path) -> tuple[list[TensorSpec], lis
 
 # ---------------------------------------------------------------- numerical check
 def make_session(path: Path, threads: int = 1) -> Any:
-    """A CPU ONNX Runtime session for verification."""
+    """A CPU ONNX Runtime session for verification (with the fused kernels, where they load:
+    a fused graph needs them, a standard one ignores them)."""
     import onnxruntime as ort
+
+    from tlstm import ort_ops
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    ort_ops.register(options)
     providers = ["CPUExecutionProvider"]
     return ort.InferenceSession(str(path), sess_options=options, providers=providers, disabled_optimizers=disabled_optimizers(providers))
 

@@ -54,6 +54,7 @@ from .incremental_band import (
     assemble,
     band_rects,
     finish_band,
+    fused_cell_supported,
     gather_windows,
     input_reads,
     reads_band,
@@ -296,7 +297,9 @@ def _level_convolution(model: TLSTM, x: Tensor, old: list[State], rects: list[li
     return level_a
 
 
-def advance(model: TLSTM, layout: StaircaseLayout, x: Tensor, staircase: Staircase) -> tuple[Tensor, Staircase]:
+def advance(
+    model: TLSTM, layout: StaircaseLayout, x: Tensor, staircase: Staircase, fused: bool = False
+) -> tuple[Tensor, Staircase]:
     """The incremental step, without argument checks (exportable).
 
     The levels are built one after another, each from the one just built: level j's backward
@@ -314,6 +317,8 @@ def advance(model: TLSTM, layout: StaircaseLayout, x: Tensor, staircase: Stairca
         layout: ``StaircaseLayout.of(model.config)``.
         x: (B,) token ids or (B, R) features, x_{t+1}.
         staircase: the staircase at time t.
+        fused: for export only: each band's cell as one ``ai.tlstm::LstmCell`` node
+            (``model.incremental_band.fused_cell``; placeholders in eager PyTorch).
     Returns:
         H_{t+L} at the output location (B, M), and the staircase at time t+1.
     """
@@ -340,7 +345,7 @@ def advance(model: TLSTM, layout: StaircaseLayout, x: Tensor, staircase: Stairca
         # j >= 1 read level j-1, just built
         a_t = level_a(j, h_band, h_level, source_origin)  # (B, N_j, G)
         # [arithmetic] gates, memory-cell convolution, normalisation and the state update
-        h_band, c_band = finish_band(cfg, params, rects[j], a_t, c_level, source_origin)
+        h_band, c_band = finish_band(cfg, params, rects[j], a_t, c_level, source_origin, fused=fused)
         kept = old[j + 1] if j + 1 < levels else (None, None)
         h_level = assemble(d, unflatten(h_band, rects[j]), kept[0])  # (B, n_j[, n_j], M)
         new.append(h_level)
@@ -479,13 +484,17 @@ class IncrementalStep(nn.Module):
     ``StaircaseFromState`` on the zero state, not from zeros.
 
     ``export.graphs.step_incremental_spec`` exports it with a dynamic batch, under the
-    package contract's tensor names (:mod:`tlstm.contract`).
+    package contract's tensor names (:mod:`tlstm.contract`). With ``fused=True`` each band's
+    cell is one ``ai.tlstm::LstmCell`` node (export only; see ``advance``).
     """
 
-    def __init__(self, model: RecurrentModel) -> None:
+    def __init__(self, model: RecurrentModel, fused: bool = False) -> None:
         super().__init__()
         self.layout = _check_model(model)
+        if fused and not (self.layout.exact and fused_cell_supported(model.config)):
+            raise ValueError("IncrementalStep: the fused cell needs an exact staircase and the LSTM cell with CN")
         self.model = model
+        self.fused = fused
         self.train(model.training)
 
     def forward(self, x: Tensor, staircase: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
@@ -493,7 +502,7 @@ class IncrementalStep(nn.Module):
         if not self.layout.exact:
             logits, committed = self.model.predict_next(x, staircase)
             return (logits, *committed)
-        h_out, new = advance(_exact_model(self.model), self.layout, x, staircase)
+        h_out, new = advance(_exact_model(self.model), self.layout, x, staircase, fused=self.fused)
         return (self.model.head(h_out), *new)
 
 

@@ -255,6 +255,7 @@ def finish_band(
     a_t: Tensor,
     c_source: Tensor | None,
     c_origin: int,
+    fused: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """Spec steps 4-6 (and CN) at the band's locations, from the convolution's output.
 
@@ -266,12 +267,19 @@ def finish_band(
         a_t: (B, N, G) the cross-layer convolution A_t at the band's locations (bias included).
         c_source: C of the previous time from ``c_origin`` on, up to the last location
             (replicated past its borders as spec step 5 says); None for the tRNN.
+        fused: for export only: the cell as one ``ai.tlstm::LstmCell`` node (``fused_cell``),
+            whose value in eager PyTorch is a placeholder; needs ``fused_cell_supported(cfg)``.
     Returns:
         H (B, N, M) and C (B, N, M) (None for the tRNN) at the band's locations.
     """
     if cfg.norm == "ln":
         raise ValueError("finish_band: LN normalizes over the whole tensor; a band cannot be updated alone")
     k, m = cfg.kernel_size, cfg.channels
+    if fused:
+        if not fused_cell_supported(cfg) or c_source is None:
+            raise ValueError(f"finish_band: the fused cell needs the LSTM cell with CN, got cell={cfg.cell!r}, norm={cfg.norm!r}")
+        gains = tuple(location_params(params[name], rects) for name in ("gamma_a", "beta_a", "gamma_c", "beta_c"))
+        return fused_cell(a_t, memory_windows(cfg, rects, c_source, c_origin), gains)
     if cfg.norm == "cn":
         a_t = channel_norm(a_t, params["gamma_a"], params["beta_a"], rects)
     if cfg.cell == "rnn":
@@ -302,6 +310,50 @@ def finish_band(
     if cfg.norm == "cn":
         c_hat = channel_norm(c_t, params["gamma_c"], params["beta_c"], rects)
     return torch.tanh(c_hat) * o_gate, c_t
+
+
+def fused_cell_supported(cfg: TLSTMConfig) -> bool:
+    """Whether ``ai.tlstm::LstmCell`` computes this model's cell: the LSTM cell with CN."""
+    return cfg.cell == "lstm" and cfg.norm == "cn"
+
+
+def memory_windows(cfg: TLSTMConfig, rects: list[Rect], c_source: Tensor, c_origin: int) -> Tensor:
+    """What the memory-cell convolution reads at every location of the band: (B, N, W, M),
+    W = kappa windows (replicate padding, spec step 5), or W = 1 (C_{t-1} itself) without it."""
+    k, m = cfg.kernel_size, cfg.channels
+    if not cfg.memory_conv:
+        centre = [(k // 2,) * (cfg.order - 1)]
+        return windows(c_source, c_origin, rects, k, centre).unsqueeze(2)  # (B, N, 1, M)
+    if len(rects) == 1 and rect_size(rects[0]) == 1:  # one location: its neighbourhood is one slab
+        box = tuple((start - k // 2, stop + k - 1 - k // 2) for start, stop in rects[0])
+        slab = _slab(c_source, c_origin, box, "replicate")  # (B, K[, K], M)
+        return slab.reshape(slab.shape[0], 1, -1, m)
+    all_taps = list(itertools.product(range(k), repeat=cfg.order - 1))
+    cwin = windows(c_source, c_origin, rects, k, all_taps, fill="replicate")  # (B, N, kappa*M)
+    return cwin.reshape(cwin.shape[0], cwin.shape[1], len(all_taps), m)
+
+
+def fused_cell(a_t: Tensor, cwin: Tensor, gains: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
+    """The band's cell as one ``ai.tlstm::LstmCell`` node of an exported graph.
+
+    The op (tlstm/ort_ops/lstm_cell.cc) computes what ``finish_band`` computes with standard
+    ops. In eager PyTorch this returns placeholders of the right shape: the fused graph is only
+    exported, and its verification compares ONNX Runtime against the standard path.
+
+    Args:
+        a_t: (B, N, G); cwin: (B, N, W, M) (``memory_windows``); gains: gamma_a, beta_a (N, G)
+            and gamma_c, beta_c (N, M) at the band's locations.
+    Returns:
+        H and C, each (B, N, M).
+    """
+    from tlstm.ort_ops import DOMAIN, LSTM_CELL, OPSET_VERSION
+
+    shape = (a_t.shape[0], a_t.shape[1], cwin.shape[-1])
+    h, c = torch.onnx.ops.symbolic_multi_out(
+        f"{DOMAIN}::{LSTM_CELL}", (a_t, cwin, *gains), {"eps": EPS},
+        dtypes=(a_t.dtype, a_t.dtype), shapes=(shape, shape), version=OPSET_VERSION,
+    )
+    return h, c
 
 
 def unflatten(band: Tensor, rects: list[Rect]) -> list[Tensor]:

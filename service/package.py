@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from tlstm import ort_ops
 from tlstm.contract import MANIFEST_FILE, Manifest, PackageError, TensorSpec, disabled_optimizers
 from tlstm.files import sha256_file
 
@@ -94,12 +95,14 @@ class ModelPackage:
         manifest: the validated :class:`tlstm.contract.Manifest`.
         sessions: graph name -> ``onnxruntime.InferenceSession``.
         providers: the execution providers the sessions actually use (read back from them).
+        fused: the graphs whose session runs the fused file (``Graph.fused``).
     """
 
-    def __init__(self, path: Path, manifest: Manifest, sessions: dict[str, Any]) -> None:
+    def __init__(self, path: Path, manifest: Manifest, sessions: dict[str, Any], fused: frozenset[str] = frozenset()) -> None:
         self.path = path
         self.manifest = manifest
         self.sessions = sessions
+        self.fused = fused
         providers: list[str] = []
         for session in sessions.values():
             for name in session.get_providers():
@@ -151,7 +154,10 @@ class ModelPackage:
         }
 
     def __repr__(self) -> str:
-        return f"ModelPackage(name={self.name!r}, kind={self.kind!r}, graphs={sorted(self.sessions)}, providers={self.providers})"
+        return (
+            f"ModelPackage(name={self.name!r}, kind={self.kind!r}, graphs={sorted(self.sessions)}, "
+            f"providers={self.providers}, fused={sorted(self.fused)})"
+        )
 
 
 # ---------------------------------------------------------------- loading
@@ -220,10 +226,16 @@ def load_package(
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = inter_op_threads
     options.log_severity_level = 3
+    # A graph's fused file runs where the project's CPU kernels load and the CPU provider
+    # comes first; elsewhere its standard file (tlstm.ort_ops).
+    fused = chosen[0] == "CPUExecutionProvider" and any(g.fused for g in manifest.graphs.values()) and ort_ops.register(options)
 
     sessions = {}
+    fused_graphs = set()
     for name, graph in manifest.graphs.items():
-        gpath = root / graph.file
+        gpath = root / (graph.fused if fused and graph.fused else graph.file)
+        if fused and graph.fused:
+            fused_graphs.add(name)
         try:
             session = ort.InferenceSession(
                 str(gpath), sess_options=options, providers=chosen, disabled_optimizers=disabled_optimizers(chosen)
@@ -233,4 +245,4 @@ def load_package(
         _check_io(gpath, name, "inputs", graph.inputs, [_ort_spec(v) for v in session.get_inputs()])
         _check_io(gpath, name, "outputs", graph.outputs, [_ort_spec(v) for v in session.get_outputs()])
         sessions[name] = session
-    return ModelPackage(root, manifest, sessions)
+    return ModelPackage(root, manifest, sessions, frozenset(fused_graphs))

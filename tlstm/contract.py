@@ -237,12 +237,19 @@ def _state_layout(entries: Any, where: str) -> tuple[StateTensor, ...]:
 
 @dataclass(frozen=True)
 class Graph:
-    """One graph of the package: its file and its inputs and outputs, in graph order."""
+    """One graph of the package: its file and its inputs and outputs, in graph order.
+
+    ``fused``, when set, names a second file of the same graph (same inputs, outputs and
+    numbers to float rounding) whose nodes include the project's fused kernels (domain
+    ``ai.tlstm``, :mod:`tlstm.ort_ops`). ``file`` always holds standard ONNX: a runtime without
+    those kernels runs it.
+    """
 
     name: str
     file: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    fused: str | None = None
 
     @property
     def state_inputs(self) -> tuple[TensorSpec, ...]:
@@ -255,11 +262,12 @@ class Graph:
         return tuple(s for s in self.outputs if state_name(s.name) is not None)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "file": self.file,
-            "inputs": [s.to_dict() for s in self.inputs],
-            "outputs": [s.to_dict() for s in self.outputs],
-        }
+        entry: dict[str, Any] = {"file": self.file}
+        if self.fused is not None:
+            entry["fused"] = self.fused
+        entry["inputs"] = [s.to_dict() for s in self.inputs]
+        entry["outputs"] = [s.to_dict() for s in self.outputs]
+        return entry
 
 
 @dataclass(frozen=True)
@@ -419,8 +427,9 @@ class Manifest:
             if not isinstance(digest, str) or len(digest) != 64:
                 raise PackageError(f"{where}: files.{name} must be a sha256 hex digest, got {digest!r}")
         for gname, graph in graphs.items():
-            if graph.file not in files:
-                raise PackageError(f"{where}: graph {gname!r} file {graph.file!r} has no sha256 in 'files'")
+            for file in (graph.file, graph.fused):
+                if file is not None and file not in files:
+                    raise PackageError(f"{where}: graph {gname!r} file {file!r} has no sha256 in 'files'")
         if version == 1:
             committed, staircase, decoding = cls._state_v1(data, graphs, where)
         else:
@@ -461,11 +470,15 @@ class Manifest:
             at = f"{where}: graphs.{gname}"
             if not isinstance(entry, dict):
                 raise PackageError(f"{at}: expected an object with file, inputs and outputs")
+            fused = entry.get("fused")
+            if fused is not None and not isinstance(fused, str):
+                raise PackageError(f"{at}.fused: expected a file name or null, got {type(fused).__name__}")
             graphs[gname] = Graph(
                 gname,
                 _require(entry, "file", str, at),
                 tensor_specs(entry.get("inputs"), f"{at}.inputs"),
                 tensor_specs(entry.get("outputs"), f"{at}.outputs"),
+                fused,
             )
         return graphs
 

@@ -255,7 +255,9 @@ class Engine:
             if isinstance(step_fn, BoundStepFunction):
                 log.info("model %s keeps its generation state on %s:%d (IOBinding)", package.name, *step_fn.device)
             if step_fn.decoding == "incremental":
-                log.info("model %s decodes incrementally (step_incremental.onnx)", package.name)
+                fused = STEP_INCREMENTAL in package.fused
+                log.info("model %s decodes incrementally (%s)", package.name,
+                         "step_incremental_fused.onnx, fused CPU kernels" if fused else "step_incremental.onnx")
             else:
                 reason = "TLSTM_DECODE=simple" if cfg.decode == "simple" else package.manifest.decoding.reason
                 log.info("model %s decodes the simple way (step.onnx): %s", package.name, reason)

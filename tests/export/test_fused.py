@@ -1,0 +1,159 @@
+"""The fused cell kernel (tlstm/ort_ops) against the standard path, and the packages that carry it.
+
+The kernel runs in a real ONNX Runtime session; its reference is the model's own band update
+(``model.incremental_band.finish_band``) in float64. Packages with a fused ``step_incremental``
+must give what the standard file gives, and load the standard file where the kernels are off.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from model import build_model, variant_config
+from model.incremental_band import finish_band, memory_windows
+from service.package import PackageError, load_package
+from tlstm import ort_ops
+from tlstm.contract import MANIFEST_FILE, STEP_INCREMENTAL
+
+pytestmark = pytest.mark.skipif(
+    ort_ops.why_unavailable() is not None, reason=f"fused kernels unavailable: {ort_ops.why_unavailable()}"
+)
+
+INPUTS = ("a", "windows", "gamma_a", "beta_a", "gamma_c", "beta_c")
+
+
+def _cell_session():
+    import onnxruntime as ort
+
+    node = helper.make_node(ort_ops.LSTM_CELL, list(INPUTS), ["h", "c"], domain=ort_ops.DOMAIN, eps=1e-5)
+    graph = helper.make_graph(
+        [node], "cell",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in INPUTS],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("h", "c")],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid(ort_ops.DOMAIN, ort_ops.OPSET_VERSION)]
+    options = ort.SessionOptions()
+    assert ort_ops.register(options)
+    return ort.InferenceSession(helper.make_model(graph, opset_imports=opsets).SerializeToString(), options,
+                                providers=["CPUExecutionProvider"])
+
+
+def _band_case(variant: str, batch: int, seed: int):
+    """A model, a one-location band of its staircase and the band's inputs: (cfg, params,
+    rects, a_t, c_source)."""
+    config = variant_config(variant, input_size=5, output_size=5, depth=3, channels=8)
+    torch.manual_seed(seed)
+    model = build_model(config)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.3 * torch.randn_like(param))
+    params = model._params()
+    generator = torch.Generator().manual_seed(seed)
+    rects = [((1, 3),)] if config.order == 2 else [((1, 2), (1, 3)), ((2, 3), (1, 2))]
+    locations = sum(int(np.prod([hi - lo for lo, hi in rect])) for rect in rects)
+    a_t = 2.0 * torch.randn(batch, locations, config.gate_channels, generator=generator)
+    c_shape = (batch, *(3,) * (config.order - 1), config.channels)
+    c_source = torch.randn(c_shape, generator=generator)
+    return config, params, rects, a_t, c_source
+
+
+@pytest.mark.parametrize("variant", ["tlstm-2d+cn", "tlstm-m+cn", "tlstm-3d+cn", "tlstm-f+cn"])
+@pytest.mark.parametrize("batch", [1, 5])
+def test_the_kernel_equals_the_band_update(variant, batch):
+    """H and C of ai.tlstm::LstmCell equal finish_band's (float64) to float32 rounding, with and
+    without the memory-cell convolution, for bands of several locations (D=3) and K=2."""
+    cfg, params, rects, a_t, c_source = _band_case(variant, batch, seed=batch)
+    with torch.no_grad():
+        h64, c64 = finish_band(cfg, {k: v.double() for k, v in params.items()}, rects, a_t.double(), c_source.double(), 0)
+        cwin = memory_windows(cfg, rects, c_source, 0)
+    from model.incremental_band import location_params
+
+    gains = [location_params(params[n], rects).detach().numpy() for n in ("gamma_a", "beta_a", "gamma_c", "beta_c")]
+    feeds = dict(zip(INPUTS, [a_t.numpy(), cwin.numpy(), *gains], strict=True))
+    h, c = _cell_session().run(["h", "c"], feeds)
+    np.testing.assert_allclose(h, h64.numpy(), atol=2e-6, rtol=0)
+    np.testing.assert_allclose(c, c64.numpy(), atol=2e-6, rtol=0)
+
+
+def test_the_kernel_names_a_wrong_shape():
+    cfg, params, rects, a_t, c_source = _band_case("tlstm-2d+cn", 2, seed=0)
+    from model.incremental_band import location_params
+
+    with torch.no_grad():
+        cwin = memory_windows(cfg, rects, c_source, 0).numpy()
+        gains = [location_params(params[n], rects).numpy() for n in ("gamma_a", "beta_a", "gamma_c", "beta_c")]
+    session = _cell_session()
+    with pytest.raises(Exception, match=r"LstmCell: input 2 should be \(2, 35\), got \(2, 5\)"):
+        session.run(None, dict(zip(INPUTS, [a_t.numpy(), cwin, gains[0][:, :5], *gains[1:]], strict=True)))
+    with pytest.raises(Exception, match=r"expected G = 4M \+ W"):
+        session.run(None, dict(zip(INPUTS, [a_t.numpy(), cwin[:, :, :2], *gains], strict=True)))
+
+
+# ---------------------------------------------------------------- packages
+FUSED_VARIANT = "3d+cn-classifier-features"  # D=3 CN: bands of several locations
+
+
+@pytest.fixture
+def fused_package(packages) -> Path:
+    """A tiny D=3 CN classifier from the shared cache: its step_incremental has a fused file."""
+    return packages.get(FUSED_VARIANT).path
+
+
+def _staircase_feeds(package, batch: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = package.graph_inputs(STEP_INCREMENTAL)[0]
+    feeds = {x.name: rng.standard_normal((batch, *x.shape[1:])).astype(np.float32)}
+    for spec in package.state_inputs(STEP_INCREMENTAL):
+        feeds[spec.name] = rng.standard_normal((batch, *spec.shape[1:])).astype(np.float32)
+    return feeds
+
+
+def test_the_package_carries_and_runs_the_fused_graph(fused_package):
+    manifest = json.loads((fused_package / MANIFEST_FILE).read_text())
+    entry = manifest["graphs"][STEP_INCREMENTAL]
+    assert entry["fused"] == "step_incremental_fused.onnx" and entry["file"] == "step_incremental.onnx"
+    assert entry["fused"] in manifest["files"]
+    assert manifest["verification"]["step_incremental_fused"]["max_difference"] < 1e-4
+    assert manifest["verification"]["step_incremental_fused_stream"]["max_difference"] < 1e-4
+    graph = onnx.load(str(fused_package / entry["fused"]))
+    assert sum(n.op_type == ort_ops.LSTM_CELL and n.domain == ort_ops.DOMAIN for n in graph.graph.node) == 3  # one per level (L=3)
+    standard = onnx.load(str(fused_package / entry["file"]))
+    assert not any(n.domain == ort_ops.DOMAIN for n in standard.graph.node)
+
+
+def test_fused_and_standard_sessions_agree(fused_package, monkeypatch):
+    fused = load_package(fused_package)
+    assert fused.fused == {STEP_INCREMENTAL}
+    monkeypatch.setenv(ort_ops.ENV, "off")
+    standard = load_package(fused_package)
+    assert standard.fused == frozenset()
+    for batch, seed in ((1, 0), (4, 1)):
+        feeds = _staircase_feeds(fused, batch, seed)
+        names = [o.name for o in fused.sessions[STEP_INCREMENTAL].get_outputs()]
+        got = fused.sessions[STEP_INCREMENTAL].run(names, feeds)
+        want = standard.sessions[STEP_INCREMENTAL].run(names, feeds)
+        for name, g, w in zip(names, got, want, strict=True):
+            np.testing.assert_allclose(g, w, atol=1e-5, rtol=0, err_msg=name)
+
+
+def test_a_missing_library_loads_the_standard_graph(fused_package, monkeypatch, tmp_path):
+    monkeypatch.setenv(ort_ops.ENV, str(tmp_path / "absent.so"))
+    assert "not a file" in ort_ops.why_unavailable()
+    assert load_package(fused_package).fused == frozenset()
+
+
+def test_a_fused_file_without_its_digest_is_refused(fused_package, tmp_path):
+    copy = Path(shutil.copytree(fused_package, tmp_path / "pkg"))
+    manifest = json.loads((copy / MANIFEST_FILE).read_text())
+    del manifest["files"]["step_incremental_fused.onnx"]
+    (copy / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(PackageError, match="'step_incremental_fused.onnx' has no sha256"):
+        load_package(copy)
