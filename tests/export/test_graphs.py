@@ -12,7 +12,9 @@ import torch
 
 from export.tidy import subgraphs
 from model.incremental import StaircaseLayout
+from model.incremental_band import fused_cell_supported
 from tests.graph_runs import run_classify, run_prefill, run_step
+from tlstm import ort_ops
 from tlstm.contract import FORMAT_VERSION, GRAPH_STATE, Manifest
 
 from .conftest import MAX_LENGTH, VARIANTS, assert_close, draw_inputs
@@ -56,7 +58,11 @@ def test_export_writes_a_verified_self_describing_package(packages, key):
     if StaircaseLayout.of(config).exact:  # the model decodes incrementally
         expected_graphs |= {"step_incremental", "staircase"}
     assert set(manifest["graphs"]) == expected_graphs
-    assert set(manifest["files"]) == {f"{g}.onnx" for g in expected_graphs}
+    fused = set()
+    if "step_incremental" in expected_graphs and fused_cell_supported(config) and ort_ops.why_unavailable() is None:
+        fused = {"step_incremental_fused.onnx"}  # the LSTM cell with CN: a fused file beside the standard one
+    assert set(manifest["files"]) == {f"{g}.onnx" for g in expected_graphs} | fused
+    assert {e.get("fused") for e in manifest["graphs"].values()} - {None} == fused
     for graph in expected_graphs:
         result = manifest["verification"][graph]
         assert result["max_difference"] <= 1e-4
@@ -80,13 +86,16 @@ def test_graph_files_have_symbolic_axes_metadata_and_a_loop_free_step(packages, 
     for graph_file in exported.path.glob("*.onnx"):
         model = onnx.load(str(graph_file))
         inputs = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.input}
-        loop_free = graph_file.stem in ("step", "step_incremental", "staircase")
+        graph = graph_file.stem.removesuffix("_fused")  # a fused file describes the graph it stands in for
+        loop_free = graph in ("step", "step_incremental", "staircase")
         first = "x" if "x" in inputs else "state_h_in"  # staircase reads the committed state only
         assert inputs[first][0] == "B"
         if not loop_free:
             assert inputs["x"][1] == "T"
         props = {p.key: p.value for p in model.metadata_props}
-        assert props["tlstm.graph"] == graph_file.stem
+        assert props["tlstm.graph"] == graph
+        if graph != graph_file.stem:
+            assert props["tlstm.fused_of"] == f"{graph}.onnx"
         assert props["tlstm.kind"] == VARIANTS[key][1]
         assert json.loads(props["tlstm.config"]) == exported.checkpoint.config.to_dict()
         nodes = [n for g in (model.graph, *subgraphs(model.graph)) for n in g.node]
