@@ -54,9 +54,12 @@ from .incremental_band import (
     assemble,
     band_rects,
     finish_band,
+    fused_cell,
     fused_cell_supported,
     gather_windows,
     input_reads,
+    location_params,
+    memory_windows,
     reads_band,
     rect_size,
     split_taps,
@@ -191,12 +194,7 @@ def _input_term(model: TLSTM, x: Tensor, corner: list[tuple[int, Tap]], location
     matrix product per step.
     """
     batch, g = x.shape[0], model.w_h.shape[0]
-    u = None if model.config.input_type == "tokens" else model.project(x.unsqueeze(1)).squeeze(1)  # (B, M)
-    terms: dict[int, Tensor] = {}
-    for index, tap in corner:
-        w = model.w_h[at(slice(None), slice(None), *tap)].T  # (M, G)
-        term = ((model.w_x + model.b_x) @ w)[x] if u is None else u @ w  # (B, G)
-        terms[index] = terms[index] + term if index in terms else term
+    terms = _input_rows(model, x, corner)
     pieces: list[Tensor] = []
     gap = 0
     for index in range(locations):
@@ -210,6 +208,17 @@ def _input_term(model: TLSTM, x: Tensor, corner: list[tuple[int, Tap]], location
     if gap:
         pieces.append(model.w_h.new_zeros(batch, gap, g))
     return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
+
+
+def _input_rows(model: TLSTM, x: Tensor, corner: list[tuple[int, Tap]]) -> dict[int, Tensor]:
+    """``_input_term``'s terms, (B, G) per band location that reads u_t."""
+    u = None if model.config.input_type == "tokens" else model.project(x.unsqueeze(1)).squeeze(1)  # (B, M)
+    terms: dict[int, Tensor] = {}
+    for index, tap in corner:
+        w = model.w_h[at(slice(None), slice(None), *tap)].T  # (M, G)
+        term = ((model.w_x + model.b_x) @ w)[x] if u is None else u @ w  # (B, G)
+        terms[index] = terms[index] + term if index in terms else term
+    return terms
 
 
 LevelConvolution = Callable[[int, "Tensor | None", Tensor, int], Tensor]
@@ -257,8 +266,11 @@ def _one_location_bands(cfg: TLSTMConfig, rects: list[list[Rect]]) -> bool:
     return all(reads_band(rects[j], backward_taps, cfg.kernel_size, rects[j - 1]) for j in range(1, len(rects)))
 
 
-def _level_convolution(model: TLSTM, x: Tensor, old: list[State], rects: list[list[Rect]]) -> LevelConvolution:
+def _level_convolution(model: TLSTM, x: Tensor, old: list[State], rects: list[list[Rect]], flat: bool = False) -> LevelConvolution:
     """The cross-layer convolution when every band is one location (``_one_location_bands``).
+
+    ``flat``: ``level_a`` returns (B, G) instead of (B, 1, G) and reads ``h_band`` as (B, M)
+    (the fused levels of ``_fused_levels``, whose nodes take 2-D rows).
 
     Level j's forward taps read the first locations of old level j (level 0: of the committed
     state), a slice of it, padded with zeros where a tap reads past location P-1 (the last
@@ -284,9 +296,20 @@ def _level_convolution(model: TLSTM, x: Tensor, old: list[State], rects: list[li
         slices.append(F.pad(window, (0, 0, 0, len(forward_taps) - inside)) if inside < len(forward_taps) else window)
     known = torch.cat(slices, dim=1).reshape(batch * levels, len(forward_taps) * channels)  # row b*L + j: level j
     a_known = torch.addmm(model.b_h, known, tap_weight(model.w_h, forward_taps))  # (B*L, G)
-    a_levels = torch.split(a_known.reshape(batch, levels, -1), 1, dim=1)  # (B, 1, G) each
     w_backward = tap_weight(model.w_h, backward_taps)  # (taps*M, G)
     _, corner = input_reads(rects[0], backward_taps, k, p)
+    if flat:
+        rows = torch.split(a_known.reshape(batch, -1), a_known.shape[-1], dim=1)  # (B, G) each
+        terms = _input_rows(model, x, corner)
+        a_flat = rows[0] + terms[0] if terms else rows[0]
+
+        def level_row(j: int, h_band: Tensor | None, h_level: Tensor, origin: int) -> Tensor:
+            if j == 0 or h_band is None:
+                return a_flat
+            return torch.addmm(rows[j], h_band, w_backward)  # (B, G)
+
+        return level_row
+    a_levels = torch.split(a_known.reshape(batch, levels, -1), 1, dim=1)  # (B, 1, G) each
     a_0 = a_levels[0] + _input_term(model, x, corner, 1)
 
     def level_a(j: int, h_band: Tensor | None, h_level: Tensor, origin: int) -> Tensor:
@@ -331,6 +354,9 @@ def advance(
     inners = layout.starts[1:] + (p,)
     rects = [band_rects(d, layout.starts[j], inners[j], p) for j in range(levels)]
 
+    if fused and lstm and _one_location_bands(cfg, rects):
+        # [node count] each level one fused node that also assembles the level
+        return _fused_levels(model, layout, x, old, rects, params)
     if _one_location_bands(cfg, rects):
         # [node count] one new location per level: slices of the kept levels, no window gather
         level_a = _level_convolution(model, x, old, rects)
@@ -354,6 +380,34 @@ def advance(
             new.append(c_level)
     h_out = new[-2 if lstm else -1]  # level L-1: the output location alone, (B, 1[, 1], M)
     return h_out.reshape(h_out.shape[0], h_out.shape[-1]), tuple(new)
+
+
+def _fused_levels(
+    model: TLSTM, layout: StaircaseLayout, x: Tensor, old: list[State], rects: list[list[Rect]], params: dict[str, Tensor]
+) -> tuple[Tensor, Staircase]:
+    """``advance`` for one-location bands with the fused cell (export only).
+
+    Each level is one ``ai.tlstm::LstmCell`` node after its product: it updates the band, places
+    the kept cone after it (the level as the staircase stores it) and returns the band as the
+    (B, M) row that the next level's product reads, so no Reshape, Unsqueeze or Concat runs
+    between the levels.
+    """
+    cfg = model.config
+    level_row = _level_convolution(model, x, old, rects, flat=True)
+    names = ("gamma_a", "beta_a", "gamma_c", "beta_c")
+    h_band: Tensor | None = None  # (B, M)
+    c_level = old[0][1]
+    new: list[Tensor] = []
+    for j in range(layout.levels):
+        origin = layout.starts[j - 1] if j else 0
+        a_row = level_row(j, h_band, old[0][0], origin)  # (B, G)
+        cwin = memory_windows(cfg, rects[j], c_level, origin, flat=True)  # (B, W, M)
+        gains = tuple(location_params(params[name], rects[j]) for name in names)
+        kept = (old[j + 1][0], old[j + 1][1]) if j + 1 < layout.levels else None
+        h_level, c_level, h_band = fused_cell(a_row, cwin, gains, kept)
+        new += [h_level, c_level]
+    assert h_band is not None
+    return h_band, tuple(new)
 
 
 def _flush(model: RecurrentModel, layout: StaircaseLayout, state: State) -> tuple[Staircase, Tensor]:

@@ -279,7 +279,8 @@ def finish_band(
         if not fused_cell_supported(cfg) or c_source is None:
             raise ValueError(f"finish_band: the fused cell needs the LSTM cell with CN, got cell={cfg.cell!r}, norm={cfg.norm!r}")
         gains = tuple(location_params(params[name], rects) for name in ("gamma_a", "beta_a", "gamma_c", "beta_c"))
-        return fused_cell(a_t, memory_windows(cfg, rects, c_source, c_origin), gains)
+        h, c, _ = fused_cell(a_t, memory_windows(cfg, rects, c_source, c_origin), gains)
+        return h, c
     if cfg.norm == "cn":
         a_t = channel_norm(a_t, params["gamma_a"], params["beta_a"], rects)
     if cfg.cell == "rnn":
@@ -317,23 +318,30 @@ def fused_cell_supported(cfg: TLSTMConfig) -> bool:
     return cfg.cell == "lstm" and cfg.norm == "cn"
 
 
-def memory_windows(cfg: TLSTMConfig, rects: list[Rect], c_source: Tensor, c_origin: int) -> Tensor:
+def memory_windows(cfg: TLSTMConfig, rects: list[Rect], c_source: Tensor, c_origin: int, flat: bool = False) -> Tensor:
     """What the memory-cell convolution reads at every location of the band: (B, N, W, M),
-    W = kappa windows (replicate padding, spec step 5), or W = 1 (C_{t-1} itself) without it."""
+    W = kappa windows (replicate padding, spec step 5), or W = 1 (C_{t-1} itself) without it.
+    ``flat`` (a band of one location in D=2): (B, W, M)."""
     k, m = cfg.kernel_size, cfg.channels
+    one = len(rects) == 1 and rect_size(rects[0]) == 1
+    if flat and not (one and cfg.order == 2):
+        raise ValueError("memory_windows: flat windows are for a band of one location in D=2")
     if not cfg.memory_conv:
         centre = [(k // 2,) * (cfg.order - 1)]
-        return windows(c_source, c_origin, rects, k, centre).unsqueeze(2)  # (B, N, 1, M)
-    if len(rects) == 1 and rect_size(rects[0]) == 1:  # one location: its neighbourhood is one slab
+        c_centre = windows(c_source, c_origin, rects, k, centre)  # (B, N, M)
+        return c_centre if flat else c_centre.unsqueeze(2)  # (B, 1, M) or (B, N, 1, M)
+    if one:  # one location: its neighbourhood is one slab
         box = tuple((start - k // 2, stop + k - 1 - k // 2) for start, stop in rects[0])
         slab = _slab(c_source, c_origin, box, "replicate")  # (B, K[, K], M)
-        return slab.reshape(slab.shape[0], 1, -1, m)
+        return slab if flat else slab.reshape(slab.shape[0], 1, -1, m)
     all_taps = list(itertools.product(range(k), repeat=cfg.order - 1))
     cwin = windows(c_source, c_origin, rects, k, all_taps, fill="replicate")  # (B, N, kappa*M)
     return cwin.reshape(cwin.shape[0], cwin.shape[1], len(all_taps), m)
 
 
-def fused_cell(a_t: Tensor, cwin: Tensor, gains: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
+def fused_cell(
+    a_t: Tensor, cwin: Tensor, gains: tuple[Tensor, ...], kept: tuple[Tensor, Tensor] | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """The band's cell as one ``ai.tlstm::LstmCell`` node of an exported graph.
 
     The op (tlstm/ort_ops/lstm_cell.cc) computes what ``finish_band`` computes with standard
@@ -341,19 +349,24 @@ def fused_cell(a_t: Tensor, cwin: Tensor, gains: tuple[Tensor, ...]) -> tuple[Te
     exported, and its verification compares ONNX Runtime against the standard path.
 
     Args:
-        a_t: (B, N, G); cwin: (B, N, W, M) (``memory_windows``); gains: gamma_a, beta_a (N, G)
-            and gamma_c, beta_c (N, M) at the band's locations.
+        a_t: (B, N, G), or (B, G) for one location; cwin: (B, N, W, M), or (B, W, M) with a
+            (B, G) ``a_t`` (``memory_windows``); gains: gamma_a, beta_a (N, G) and gamma_c,
+            beta_c (N, M) at the band's locations; kept: optional H and C (B, n, M) placed
+            after the band in the outputs (a D=2 level: the band, then its kept cone).
     Returns:
-        H and C, each (B, N, M).
+        H and C (B, N + n, M), and H at the band flattened, (B, N*M).
     """
     from tlstm.ort_ops import DOMAIN, LSTM_CELL, OPSET_VERSION
 
-    shape = (a_t.shape[0], a_t.shape[1], cwin.shape[-1])
-    h, c = torch.onnx.ops.symbolic_multi_out(
-        f"{DOMAIN}::{LSTM_CELL}", (a_t, cwin, *gains), {"eps": EPS},
-        dtypes=(a_t.dtype, a_t.dtype), shapes=(shape, shape), version=OPSET_VERSION,
+    batch, m = a_t.shape[0], cwin.shape[-1]
+    locations = 1 if a_t.dim() == 2 else a_t.shape[1]
+    rows = locations + (kept[0].shape[1] if kept is not None else 0)
+    h, c, h_band = torch.onnx.ops.symbolic_multi_out(
+        f"{DOMAIN}::{LSTM_CELL}", (a_t, cwin, *gains, *(kept or ())), {"eps": EPS},
+        dtypes=(a_t.dtype,) * 3, shapes=((batch, rows, m), (batch, rows, m), (batch, locations * m)),
+        version=OPSET_VERSION,
     )
-    return h, c
+    return h, c, h_band
 
 
 def unflatten(band: Tensor, rects: list[Rect]) -> list[Tensor]:

@@ -28,16 +28,19 @@ pytestmark = pytest.mark.skipif(
 )
 
 INPUTS = ("a", "windows", "gamma_a", "beta_a", "gamma_c", "beta_c")
+KEPT = ("kept_h", "kept_c")
+OUTPUTS = ("h", "c", "h_band")
 
 
-def _cell_session():
+def _cell_session(kept: bool = False):
     import onnxruntime as ort
 
-    node = helper.make_node(ort_ops.LSTM_CELL, list(INPUTS), ["h", "c"], domain=ort_ops.DOMAIN, eps=1e-5)
+    inputs = INPUTS + KEPT if kept else INPUTS
+    node = helper.make_node(ort_ops.LSTM_CELL, list(inputs), list(OUTPUTS), domain=ort_ops.DOMAIN, eps=1e-5)
     graph = helper.make_graph(
         [node], "cell",
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in INPUTS],
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("h", "c")],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in inputs],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in OUTPUTS],
     )
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid(ort_ops.DOMAIN, ort_ops.OPSET_VERSION)]
     options = ort.SessionOptions()
@@ -78,9 +81,33 @@ def test_the_kernel_equals_the_band_update(variant, batch):
 
     gains = [location_params(params[n], rects).detach().numpy() for n in ("gamma_a", "beta_a", "gamma_c", "beta_c")]
     feeds = dict(zip(INPUTS, [a_t.numpy(), cwin.numpy(), *gains], strict=True))
-    h, c = _cell_session().run(["h", "c"], feeds)
+    h, c, h_band = _cell_session().run(list(OUTPUTS), feeds)
     np.testing.assert_allclose(h, h64.numpy(), atol=2e-6, rtol=0)
     np.testing.assert_allclose(c, c64.numpy(), atol=2e-6, rtol=0)
+    np.testing.assert_array_equal(h_band, h.reshape(batch, -1))
+
+
+def test_one_location_rows_and_the_kept_cone():
+    """The 2-D form (a (B, G), windows (B, W, M)) with a kept cone: the level is the band, then
+    the kept rows unchanged, and h_band is the band's row."""
+    cfg, params, _, a_t, c_source = _band_case("tlstm-2d+cn", 3, seed=4)
+    rects = [((1, 2),)]
+    from model.incremental_band import location_params
+
+    with torch.no_grad():
+        h64, c64 = finish_band(cfg, {k: v.double() for k, v in params.items()}, rects, a_t[:, :1].double(), c_source.double(), 0)
+        cwin = memory_windows(cfg, rects, c_source, 0, flat=True)  # (B, K, M)
+        gains = [location_params(params[n], rects).numpy() for n in ("gamma_a", "beta_a", "gamma_c", "beta_c")]
+    rng = np.random.default_rng(0)
+    kept = [rng.standard_normal((3, 2, cfg.channels)).astype(np.float32) for _ in range(2)]
+    feeds = dict(zip(INPUTS + KEPT, [a_t[:, 0].numpy(), cwin.numpy(), *gains, *kept], strict=True))
+    h, c, h_band = _cell_session(kept=True).run(list(OUTPUTS), feeds)
+    assert h.shape == c.shape == (3, 3, cfg.channels) and h_band.shape == (3, cfg.channels)
+    np.testing.assert_allclose(h[:, :1], h64.numpy(), atol=2e-6, rtol=0)
+    np.testing.assert_allclose(c[:, :1], c64.numpy(), atol=2e-6, rtol=0)
+    np.testing.assert_array_equal(h[:, 1:], kept[0])
+    np.testing.assert_array_equal(c[:, 1:], kept[1])
+    np.testing.assert_array_equal(h_band, h[:, 0])
 
 
 def test_the_kernel_names_a_wrong_shape():
@@ -95,6 +122,8 @@ def test_the_kernel_names_a_wrong_shape():
         session.run(None, dict(zip(INPUTS, [a_t.numpy(), cwin, gains[0][:, :5], *gains[1:]], strict=True)))
     with pytest.raises(Exception, match=r"expected G = 4M \+ W"):
         session.run(None, dict(zip(INPUTS, [a_t.numpy(), cwin[:, :, :2], *gains], strict=True)))
+    with pytest.raises(Exception, match=r"expected a \(B, N, G\) with windows \(B, N, W, M\), or a \(B, G\)"):
+        session.run(None, dict(zip(INPUTS, [a_t[:, 0].numpy(), cwin, *gains], strict=True)))
 
 
 # ---------------------------------------------------------------- packages
@@ -157,3 +186,29 @@ def test_a_fused_file_without_its_digest_is_refused(fused_package, tmp_path):
     (copy / MANIFEST_FILE).write_text(json.dumps(manifest))
     with pytest.raises(PackageError, match="'step_incremental_fused.onnx' has no sha256"):
         load_package(copy)
+
+
+@pytest.mark.parametrize("input_type", ["tokens", "features"])
+def test_the_one_location_fused_graph_equals_pytorch(tmp_path, input_type):
+    """D=2, K=3 (the default model's shape): every level is one LstmCell node after its product,
+    which also assembles the level, so nothing but products and gathers runs between the cells;
+    ONNX Runtime equals PyTorch on random staircases."""
+    from export.exporter import export_graph
+    from export.graphs import export_copy, fused_step_incremental_spec
+    from export.verify import compare_with_torch, verification_cases
+
+    config = variant_config("tlstm-2d+cn", input_size=5, output_size=5, depth=4, channels=8, input_type=input_type)
+    torch.manual_seed(3)
+    model = build_model(config).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.3 * torch.randn_like(param))
+    spec = fused_step_incremental_spec(export_copy(model))
+    path = tmp_path / spec.file
+    export_graph(spec, path)
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert ops.count(ort_ops.LSTM_CELL) == config.depth
+    between = ops[ops.index(ort_ops.LSTM_CELL):]
+    assert not {"Concat", "Reshape", "Unsqueeze", "Split"} & set(between), between
+    result = compare_with_torch(spec, path, model, verification_cases(spec, 8), np.random.default_rng(0))
+    assert result["max_difference"] < 1e-5

@@ -1,16 +1,20 @@
 // The tLSTM cell after the cross-layer convolution, as one ONNX Runtime CPU kernel.
 //
 // Op ai.tlstm::LstmCell (version 1), spec steps 4-6 with CN (docs/tlstm-spec.md, section 4)
-// at N locations of a batch of B sequences:
+// at N locations (a band) of a batch of B sequences:
 //
 //   inputs   a        (B, N, G)     the convolution's output A_t, bias included; G = 4M + W
-//                                   with the memory-cell convolution (W = kappa), else G = 4M
+//                                   with the memory-cell convolution (W = kappa), else G = 4M;
+//                                   or (B, G) for one location (N = 1)
 //            windows  (B, N, W, M)  C_{t-1} around each location (replicate padding); W = 1
-//                                   without the memory-cell convolution (C_{t-1} itself)
+//                                   without the memory-cell convolution (C_{t-1} itself);
+//                                   (B, W, M) when a is (B, G)
 //            gamma_a, beta_a (N, G) CN of A_t, per location
 //            gamma_c, beta_c (N, M) CN of C_t, per location
-//   outputs  h        (B, N, M)     H_t = tanh(CN(C_t)) * o
-//            c        (B, N, M)     C_t = g * i + (Q conv C_{t-1}) * f
+//            kept_h, kept_c (B, n, M), optional: the rest of the level, placed after the band
+//   outputs  h        (B, N + n, M) H_t = tanh(CN(C_t)) * o at the band, then kept_h
+//            c        (B, N + n, M) C_t = g * i + (Q conv C_{t-1}) * f at the band, then kept_c
+//            h_band   (B, N * M)    H_t at the band, flattened (what the next level's product reads)
 //   attribute eps (float)           the normalisation's epsilon
 //
 // The graph with this op computes what model/incremental_band.finish_band computes with
@@ -168,12 +172,16 @@ struct LstmCellKernel {
     const auto windows = context.GetInput(1);
     const auto a_shape = a.GetTensorTypeAndShapeInfo().GetShape();
     const auto w_shape = windows.GetTensorTypeAndShapeInfo().GetShape();
-    if (a_shape.size() != 3 || w_shape.size() != 4 || w_shape[0] != a_shape[0] || w_shape[1] != a_shape[1]) {
-      throw Ort::Exception("LstmCell: expected a (B, N, G) and windows (B, N, W, M), got a " + shape_text(a_shape) +
-                               " and windows " + shape_text(w_shape),
+    // (B, N, G) with (B, N, W, M), or (B, G) with (B, W, M) for one location
+    const bool one = a_shape.size() == 2;
+    if (!((a_shape.size() == 3 && w_shape.size() == 4) || (one && w_shape.size() == 3)) || w_shape[0] != a_shape[0] ||
+        (!one && w_shape[1] != a_shape[1])) {
+      throw Ort::Exception("LstmCell: expected a (B, N, G) with windows (B, N, W, M), or a (B, G) with windows "
+                           "(B, W, M); got a " + shape_text(a_shape) + " and windows " + shape_text(w_shape),
                            ORT_INVALID_ARGUMENT);
     }
-    Sizes s{a_shape[0] * a_shape[1], a_shape[1], a_shape[2], w_shape[3], w_shape[2]};
+    const int64_t batch = a_shape[0], locations = one ? 1 : a_shape[1];
+    Sizes s{batch * locations, locations, a_shape.back(), w_shape.back(), w_shape[w_shape.size() - 2]};
     const bool memory_conv = s.gates > 4 * s.channels;
     if (s.gates < 4 * s.channels || (memory_conv ? s.gates - 4 * s.channels != s.window : s.window != 1) ||
         s.window > 64) {
@@ -194,13 +202,52 @@ struct LstmCellKernel {
       }
       params[k] = value.GetTensorData<float>();
     }
-    const std::vector<int64_t> out_shape{a_shape[0], a_shape[1], s.channels};
-    auto h = context.GetOutput(0, out_shape);
-    auto c = context.GetOutput(1, out_shape);
-    if (s.rows == 0) return;
+    // optional kept_h, kept_c (B, n, M): the rest of the level, after the band
+    const float* kept[2] = {nullptr, nullptr};
+    int64_t kept_rows = 0;
+    if (context.GetInputCount() > 6) {
+      for (size_t k = 0; k < 2; ++k) {
+        const auto value = context.GetInput(6 + k);
+        if (!value) continue;
+        const auto shape = value.GetTensorTypeAndShapeInfo().GetShape();
+        if (shape.size() != 3 || shape[0] != batch || shape[2] != s.channels || (k == 1 && shape[1] != kept_rows)) {
+          throw Ort::Exception("LstmCell: kept_h and kept_c should both be (B, n, M) with B = " + std::to_string(batch) +
+                                   ", M = " + std::to_string(s.channels) + ", got " + shape_text(shape),
+                               ORT_INVALID_ARGUMENT);
+        }
+        kept_rows = shape[1];
+        kept[k] = value.GetTensorData<float>();
+      }
+      if ((kept[0] == nullptr) != (kept[1] == nullptr)) {
+        throw Ort::Exception("LstmCell: give both kept_h and kept_c, or neither", ORT_INVALID_ARGUMENT);
+      }
+    }
+    const int64_t m = s.channels, level_rows = locations + kept_rows;
+    auto h = context.GetOutput(0, {batch, level_rows, m});
+    auto c = context.GetOutput(1, {batch, level_rows, m});
+    auto h_band = context.GetOutput(2, {batch, locations * m});
+    if (batch == 0) return;
+    float* h_out = h.GetTensorMutableData<float>();
+    float* c_out = c.GetTensorMutableData<float>();
     std::vector<float> scratch(static_cast<size_t>(s.gates));
-    cell_rows(s, eps, a.GetTensorData<float>(), windows.GetTensorData<float>(), params[0], params[1], params[2],
-              params[3], h.GetTensorMutableData<float>(), c.GetTensorMutableData<float>(), scratch.data());
+    if (kept_rows == 0) {
+      cell_rows(s, eps, a.GetTensorData<float>(), windows.GetTensorData<float>(), params[0], params[1], params[2],
+                params[3], h_out, c_out, scratch.data());
+    } else {  // band rows first, then the kept rows, sequence by sequence
+      std::vector<float> band_h(static_cast<size_t>(s.rows * m)), band_c(static_cast<size_t>(s.rows * m));
+      cell_rows(s, eps, a.GetTensorData<float>(), windows.GetTensorData<float>(), params[0], params[1], params[2],
+                params[3], band_h.data(), band_c.data(), scratch.data());
+      const int64_t band = locations * m, rest = kept_rows * m;
+      for (int64_t b = 0; b < batch; ++b) {
+        std::memcpy(h_out + b * (band + rest), band_h.data() + b * band, sizeof(float) * band);
+        std::memcpy(c_out + b * (band + rest), band_c.data() + b * band, sizeof(float) * band);
+        std::memcpy(h_out + b * (band + rest) + band, kept[0] + b * rest, sizeof(float) * rest);
+        std::memcpy(c_out + b * (band + rest) + band, kept[1] + b * rest, sizeof(float) * rest);
+      }
+    }
+    float* flat = h_band.GetTensorMutableData<float>();
+    const int64_t band = locations * m, stride = level_rows * m;
+    for (int64_t b = 0; b < batch; ++b) std::memcpy(flat + b * band, h_out + b * stride, sizeof(float) * band);
   }
 };
 
@@ -217,9 +264,12 @@ struct LstmCellOp : Ort::CustomOpBase<LstmCellOp, LstmCellKernel, true> {
   }
   const char* GetName() const { return "LstmCell"; }
   const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
-  size_t GetInputTypeCount() const { return 6; }
+  size_t GetInputTypeCount() const { return 8; }
   ONNXTensorElementDataType GetInputType(size_t /*index*/) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
-  size_t GetOutputTypeCount() const { return 2; }
+  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t index) const {
+    return index < 6 ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
+  }
+  size_t GetOutputTypeCount() const { return 3; }
   ONNXTensorElementDataType GetOutputType(size_t /*index*/) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
 };
 
