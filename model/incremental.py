@@ -354,7 +354,9 @@ def advance(
     inners = layout.starts[1:] + (p,)
     rects = [band_rects(d, layout.starts[j], inners[j], p) for j in range(levels)]
 
-    if fused and lstm and _one_location_bands(cfg, rects):
+    if fused and not fused_cell_supported(cfg):
+        raise ValueError(f"advance: the fused cell needs the LSTM cell with CN, got cell={cfg.cell!r}, norm={cfg.norm!r}")
+    if fused and _one_location_bands(cfg, rects):
         # [node count] each level one fused node that also assembles the level
         return _fused_levels(model, layout, x, old, rects, params)
     if _one_location_bands(cfg, rects):
