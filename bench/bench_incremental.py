@@ -20,6 +20,7 @@ location, not those on the zero padding (``_flops``).
 
     python bench/bench_incremental.py                      # L = 2, 4, 8 at M = 256, batch 1 and 32
     python bench/bench_incremental.py --depths 4 --batches 1 --rounds 1   # a quick look
+    python bench/bench_incremental.py --norm cn --chars ''                # CN models: fused graphs too
 
 The models have random weights (the timing does not depend on their values); the default
 character model's configuration is added when ``--chars`` names a model package (default
@@ -324,9 +325,9 @@ def _cases(args: argparse.Namespace, workdir: Path) -> list[Case]:
     for depth in args.depths:
         cfg = TLSTMConfig(
             input_size=args.vocab, output_size=args.vocab, channels=args.channels,
-            tensor_size=depth * (args.kernel // 2), order=args.order, kernel_size=args.kernel,
+            tensor_size=depth * (args.kernel // 2), order=args.order, kernel_size=args.kernel, norm=args.norm,
         )
-        specs.append((f"D{args.order} K{args.kernel} L={cfg.depth}", cfg))
+        specs.append((f"D{args.order} K{args.kernel}{'' if args.norm == 'none' else ' ' + args.norm.upper()} L={cfg.depth}", cfg))
     manifest = Path(args.chars) / MANIFEST_FILE if args.chars else None
     if manifest and manifest.is_file():
         from service.package import read_manifest
@@ -528,6 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--channels", type=_positive, default=256, help="M of the synthetic models")
     parser.add_argument("--order", type=int, choices=(2, 3), default=2, help="D of the synthetic models")
     parser.add_argument("--kernel", type=int, choices=(2, 3, 5), default=3, help="K of the synthetic models")
+    parser.add_argument("--norm", choices=("none", "cn"), default="none",
+                        help="normalization of the synthetic models (cn: they get a fused graph too)")
     parser.add_argument("--vocab", type=_positive, default=205, help="R = S of the synthetic models (enwik8's 205)")
     parser.add_argument("--chars", default=str(ROOT / "models" / "chars"), help="default character model package ('' to skip)")
     parser.add_argument("--batches", type=_positive, nargs="+", default=[1, 32])
