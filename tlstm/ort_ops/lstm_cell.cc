@@ -46,8 +46,9 @@ constexpr const char* kDomain = "ai.tlstm";
 #define TLSTM_CLONES
 #endif
 
-// exp(x) for x clamped to [-87.3, 88.3]: Cody-Waite range reduction and a degree-6 polynomial
-// (relative error about 2e-7), branch- and call-free so that the loops below vectorise.
+// exp(x) for x clamped to [-87.3, 88.3]: Cody-Waite range reduction to |r| <= ln(2)/2, then
+// 1 + r + r^2 p(r) with Cephes' expf coefficients (relative error about 2e-7); branch- and
+// call-free so that the loops below vectorise.
 inline float exp_approx(float x) {
   x = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
   const float t = x * 1.44269504088896341f;
