@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -14,6 +15,8 @@ from export.precision import ValidationSet, bits_per_symbol
 from export.tidy import subgraphs
 from service.package import load_package
 from tests.graph_runs import run_classify, run_prefill
+from tests.parallel import run_side_by_side
+from training.checkpoint import Checkpoint
 from training.tasks.digits import DigitsTask
 
 from .conftest import make_checkpoint
@@ -30,12 +33,46 @@ def _reported_size(package_dir, manifest):
     return sum((package_dir / f).stat().st_size for f in manifest["files"])
 
 
-def test_fp16_package_stores_half_weights_and_reports_the_metric_change(tmp_path):
+def _fp16_case() -> tuple[Checkpoint, np.ndarray]:
     checkpoint = make_checkpoint("tlstm-2d", "lm", "tokens", channels=8, vocab=VOCAB)
-    model = checkpoint.build_model()
     x = np.random.default_rng(3).integers(0, len(VOCAB), size=(16, 12), dtype=np.int64)
-    out = export_package(checkpoint, tmp_path / "fp16", precision="float16", seed=5,
-                         validation=ValidationSet(x=x, source="test inputs"))
+    return checkpoint, x
+
+
+def _int8_case() -> tuple[DigitsTask, Checkpoint]:
+    from model import build_model
+
+    task = DigitsTask(rows=True)  # 8 steps of 8 pixels, scikit-learn's shipped data
+    checkpoint = make_checkpoint("tlstm-2d", "classifier", "features", channels=8)
+    config = checkpoint.config.replace(input_size=8, output_size=10)
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    checkpoint.config, checkpoint.model_state, checkpoint.task = config, model.state_dict(), task.describe()
+    return task, checkpoint
+
+
+def _export_fp16(root: Path) -> Path:
+    checkpoint, x = _fp16_case()
+    return export_package(checkpoint, root / "fp16", precision="float16", seed=5,
+                          validation=ValidationSet(x=x, source="test inputs"))
+
+
+def _export_int8(root: Path) -> Path:
+    return export_package(_int8_case()[1], root / "int8", precision="int8", seed=6)
+
+
+@pytest.fixture(scope="module")
+def reduced(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The fp16 and int8 packages, exported side by side (tests/parallel.py; fixed seeds)."""
+    root = tmp_path_factory.mktemp("reduced")
+    fp16, int8 = run_side_by_side([(_export_fp16, (root,)), (_export_int8, (root,))])
+    return {"float16": fp16, "int8": int8}
+
+
+def test_fp16_package_stores_half_weights_and_reports_the_metric_change(reduced):
+    checkpoint, x = _fp16_case()
+    model = checkpoint.build_model()
+    out = reduced["float16"]
     manifest = json.loads((out / "manifest.json").read_text())
     report = manifest["precision_report"]
     assert manifest["precision"] == "float16"
@@ -61,16 +98,10 @@ def test_fp16_package_stores_half_weights_and_reports_the_metric_change(tmp_path
     assert 0 < report["max_difference_from_float32"]["step"] < 1e-2
 
 
-def test_int8_package_on_the_digits_task_reports_accuracy_on_its_valid_split(tmp_path):
-    task = DigitsTask(rows=True)  # 8 steps of 8 pixels, scikit-learn's shipped data
-    checkpoint = make_checkpoint("tlstm-2d", "classifier", "features", channels=8)
-    config = checkpoint.config.replace(input_size=8, output_size=10)
-    torch.manual_seed(0)
-    from model import build_model
-
-    model = build_model(config).eval()
-    checkpoint.config, checkpoint.model_state, checkpoint.task = config, model.state_dict(), task.describe()
-    out = export_package(checkpoint, tmp_path / "int8", precision="int8", seed=6)
+def test_int8_package_on_the_digits_task_reports_accuracy_on_its_valid_split(reduced):
+    task, checkpoint = _int8_case()
+    model = checkpoint.build_model()
+    out = reduced["int8"]
     manifest = json.loads((out / "manifest.json").read_text())
     report = manifest["precision_report"]
     assert report["size_bytes"]["int8"] == _reported_size(out, manifest)
