@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -24,6 +25,8 @@ import numpy as np
 from tlstm import ort_ops
 from tlstm.contract import MANIFEST_FILE, Manifest, PackageError, TensorSpec, disabled_optimizers
 from tlstm.files import sha256_file
+
+log = logging.getLogger("tlstm.service")
 
 __all__ = ["DEFAULT_PROVIDERS", "ModelPackage", "PackageError", "load_package", "read_manifest", "verify_files"]
 
@@ -233,15 +236,25 @@ def load_package(
     sessions = {}
     fused_graphs = set()
     for name, graph in manifest.graphs.items():
-        gpath = root / (graph.fused if fused and graph.fused else graph.file)
+        session = None
         if fused and graph.fused:
-            fused_graphs.add(name)
-        try:
-            session = ort.InferenceSession(
-                str(gpath), sess_options=options, providers=chosen, disabled_optimizers=disabled_optimizers(chosen)
-            )
-        except Exception as exc:  # ORT raises several types (Fail, InvalidGraph, InvalidProtobuf...)
-            raise PackageError(f"{gpath}: truncated or corrupt graph, ONNX Runtime cannot load it ({type(exc).__name__}: {exc})") from exc
+            gpath = root / graph.fused
+            try:
+                session = ort.InferenceSession(
+                    str(gpath), sess_options=options, providers=chosen, disabled_optimizers=disabled_optimizers(chosen)
+                )
+                fused_graphs.add(name)
+            except Exception as exc:  # e.g. a library built from another version of the kernels
+                log.warning("%s: ONNX Runtime cannot run it with %s (%s: %s); running %s instead",
+                            gpath, ort_ops.library_path(), type(exc).__name__, exc, graph.file)
+        if session is None:
+            gpath = root / graph.file
+            try:
+                session = ort.InferenceSession(
+                    str(gpath), sess_options=options, providers=chosen, disabled_optimizers=disabled_optimizers(chosen)
+                )
+            except Exception as exc:  # ORT raises several types (Fail, InvalidGraph, InvalidProtobuf...)
+                raise PackageError(f"{gpath}: truncated or corrupt graph, ONNX Runtime cannot load it ({type(exc).__name__}: {exc})") from exc
         _check_io(gpath, name, "inputs", graph.inputs, [_ort_spec(v) for v in session.get_inputs()])
         _check_io(gpath, name, "outputs", graph.outputs, [_ort_spec(v) for v in session.get_outputs()])
         sessions[name] = session

@@ -179,6 +179,30 @@ def test_a_missing_library_loads_the_standard_graph(fused_package, monkeypatch, 
     assert load_package(fused_package).fused == frozenset()
 
 
+def test_a_fused_file_the_library_cannot_run_falls_back_to_the_standard_graph(fused_package, tmp_path, caplog):
+    """E.g. a library left from another version of the kernels: the package still loads, on its
+    standard file, and the log says why."""
+    from tlstm.files import sha256_file
+
+    copy = Path(shutil.copytree(fused_package, tmp_path / "pkg"))
+    graph = onnx.load(str(copy / "step_incremental_fused.onnx"))
+    for node in graph.graph.node:
+        if node.domain == ort_ops.DOMAIN:
+            node.op_type = "LstmCellV0"  # an op this library does not have
+    onnx.save(graph, str(copy / "step_incremental_fused.onnx"))
+    manifest = json.loads((copy / MANIFEST_FILE).read_text())
+    manifest["files"]["step_incremental_fused.onnx"] = sha256_file(copy / "step_incremental_fused.onnx")
+    (copy / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with caplog.at_level("WARNING", logger="tlstm.service"):
+        package = load_package(copy)
+    assert package.fused == frozenset()
+    assert "running step_incremental.onnx instead" in caplog.text
+    feeds = _staircase_feeds(package, 2, 0)
+    want = load_package(fused_package).sessions[STEP_INCREMENTAL].run(None, feeds)
+    for got, expected in zip(package.sessions[STEP_INCREMENTAL].run(None, feeds), want, strict=True):
+        np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
 def test_a_fused_file_without_its_digest_is_refused(fused_package, tmp_path):
     copy = Path(shutil.copytree(fused_package, tmp_path / "pkg"))
     manifest = json.loads((copy / MANIFEST_FILE).read_text())
