@@ -232,6 +232,8 @@ def load_package(
     # A graph's fused file runs where the project's CPU kernels load and the CPU provider
     # comes first; elsewhere its standard file (tlstm.ort_ops).
     fused = chosen[0] == "CPUExecutionProvider" and any(g.fused for g in manifest.graphs.values()) and ort_ops.register(options)
+    if not fused and chosen[0] == "CPUExecutionProvider" and any(g.fused for g in manifest.graphs.values()):
+        log.info("%s: running the standard graphs, not the fused ones: %s", root, ort_ops.why_unavailable())
 
     sessions = {}
     fused_graphs = set()

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from . import smoke
-from .containers import Container, docker, run_container
+from .containers import REPO, Container, docker, run_container
 
 pytestmark = pytest.mark.docker
 
@@ -81,6 +81,17 @@ def test_models_are_read_only(served: Container) -> None:
         assert done.returncode != 0, f"the service user could write {path}"
     # and the image really is the serving one: one onnxruntime build, no torch
     served.exec("python", "/opt/tlstm/verify_runtime.py", "--ort", "cpu", "--no-torch", check=True)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(not (REPO / "tlstm" / "ort_ops" / "libtlstm_ort.so").is_file(),
+                    reason="the fused kernels were not built on this host (python -m tlstm.ort_ops status)")
+def test_the_image_runs_the_fused_kernels(served: Container) -> None:
+    """The library built on the host travels in the image's wheel and loads there: the default
+    character model runs its fused step_incremental."""
+    done = served.exec("python", "-c", "from service.package import load_package; "
+                       "print(sorted(load_package('/models/chars').fused))", check=True)
+    assert done.stdout.strip().splitlines()[-1] == "['step_incremental']", done.stdout + done.stderr
 
 
 @pytest.mark.timeout(180)
