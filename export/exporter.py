@@ -176,12 +176,13 @@ def export_graph(spec: Any, path: Path) -> None:
 
 
 def _export_fused(
-    spec: Any, tmp_dir: Path, standard: Graph, model: Any, longest: int, rng: Any, verification: dict[str, Any]
+    spec: Any, tmp_dir: Path, manifest: Manifest, model: Any, longest: int, rng: Any, verification: dict[str, Any]
 ) -> Graph:
-    """The fused file of ``standard`` (``spec``: ``fused_step_incremental_spec``), exported and
-    verified like every graph plus a whole stream against ``step.onnx``; ``standard`` with
-    ``fused`` set. Where the fused kernels cannot run here (so the file could not be verified)
-    the package carries the standard graph alone, and the log says why."""
+    """The fused file of ``step_incremental`` (``spec``: ``fused_step_incremental_spec``),
+    exported and verified like every graph plus a whole stream against ``step.onnx``; the
+    manifest's ``step_incremental`` with ``fused`` set. Where the fused kernels cannot run here
+    (so the file could not be verified) the package carries the standard graph alone, and the
+    log says why."""
     from tlstm import ort_ops
 
     from .verify import (
@@ -191,6 +192,7 @@ def _export_fused(
         verification_cases,
     )
 
+    standard = manifest.graphs[STEP_INCREMENTAL]
     reason = ort_ops.why_unavailable()
     if reason is not None:
         log.warning("%s left out (the standard %s runs everywhere): %s", spec.file, standard.file, reason)
@@ -200,18 +202,11 @@ def _export_fused(
     inputs, outputs = check_graph_file(spec, path)
     if tuple(inputs) != standard.inputs or tuple(outputs) != standard.outputs:
         raise ExportError(f"{spec.file}: inputs/outputs {inputs}/{outputs} differ from {standard.file}'s")
-    metadata = {p.key: p.value for p in _metadata(tmp_dir / standard.file)}
-    _set_metadata(path, {**metadata, "tlstm.fused_of": standard.file})
+    _set_metadata(path, {**graph_metadata(manifest, STEP_INCREMENTAL), "tlstm.fused_of": standard.file})
     verification[spec.name] = compare_with_torch(spec, path, model, verification_cases(spec, longest), rng)
-    paths = {STEP: tmp_dir / f"{STEP}.onnx", STAIRCASE: tmp_dir / f"{STAIRCASE}.onnx", STEP_INCREMENTAL: path}
+    paths = {STEP: tmp_dir / manifest.graphs[STEP].file, STAIRCASE: tmp_dir / manifest.graphs[STAIRCASE].file, STEP_INCREMENTAL: path}
     verification[f"{spec.name}_stream"] = compare_incremental_stream(paths, model, longest, rng)
     return dataclasses.replace(standard, fused=spec.file)
-
-
-def _metadata(path: Path) -> list[Any]:
-    import onnx
-
-    return list(onnx.load(str(path), load_external_data=False).metadata_props)
 
 
 def _set_metadata(path: Path, props: dict[str, str]) -> None:
@@ -386,7 +381,7 @@ def export_package(
             verification["incremental_stream"] = stream
             bar.done(f"incremental stream equals step.onnx's (largest difference {stream['max_difference']:.2g})")
         if fused is not None:
-            graphs[STEP_INCREMENTAL] = _export_fused(fused, tmp_dir, graphs[STEP_INCREMENTAL], model, longest, rng, verification)
+            graphs[STEP_INCREMENTAL] = _export_fused(fused, tmp_dir, manifest, model, longest, rng, verification)
             bar.done(f"{fused.file} exported and verified" if graphs[STEP_INCREMENTAL].fused else f"{fused.file} left out")
 
         report = None

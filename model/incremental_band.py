@@ -274,7 +274,7 @@ def finish_band(
     """
     if cfg.norm == "ln":
         raise ValueError("finish_band: LN normalizes over the whole tensor; a band cannot be updated alone")
-    k, m = cfg.kernel_size, cfg.channels
+    m = cfg.channels
     if fused:
         if not fused_cell_supported(cfg) or c_source is None:
             raise ValueError(f"finish_band: the fused cell needs the LSTM cell with CN, got cell={cfg.cell!r}, norm={cfg.norm!r}")
@@ -292,20 +292,15 @@ def finish_band(
     gates = torch.split(a_t, sizes, dim=-1)
     g = torch.tanh(gates[0])
     i, f, o_gate = torch.split(torch.sigmoid(gates[1]), m, dim=-1)
-    if cfg.memory_conv:
-        q = torch.softmax(gates[2], dim=-1)  # (B, N, kappa)
-        all_taps = list(itertools.product(range(k), repeat=cfg.order - 1))
-        if len(rects) == 1 and rect_size(rects[0]) == 1:  # one location: its neighbourhood is one slab
-            box = tuple((start - k // 2, stop + k - 1 - k // 2) for start, stop in rects[0])
-            slab = _slab(c_source, c_origin, box, "replicate")  # (B, K[, K], M)
-            c_conv = q @ (slab if slab.dim() == 3 else slab.flatten(1, -2))  # (B, 1, kappa) @ (B, kappa, M)
-        else:
-            cwin = windows(c_source, c_origin, rects, k, all_taps, fill="replicate")  # (B, N, kappa*M)
-            cwin = cwin.reshape(cwin.shape[0], cwin.shape[1], len(all_taps), m)  # (B, N, kappa, M)
-            c_conv = (q.unsqueeze(-2) @ cwin).squeeze(-2)  # (B, N, M)
+    reads = _memory_reads(cfg, rects, c_source, c_origin)
+    if not cfg.memory_conv:
+        c_conv = reads  # (B, N, M)
     else:
-        centre = [(k // 2,) * (cfg.order - 1)]
-        c_conv = windows(c_source, c_origin, rects, k, centre)  # (B, N, M)
+        q = torch.softmax(gates[2], dim=-1)  # (B, N, kappa)
+        if reads.dim() == 3:  # one location: (B, 1, kappa) @ (B, kappa, M)
+            c_conv = q @ reads
+        else:
+            c_conv = (q.unsqueeze(-2) @ reads).squeeze(-2)  # (B, N, M)
     c_t = g * i + c_conv * f
     c_hat = c_t
     if cfg.norm == "cn":
@@ -318,25 +313,36 @@ def fused_cell_supported(cfg: TLSTMConfig) -> bool:
     return cfg.cell == "lstm" and cfg.norm == "cn"
 
 
+def _memory_reads(cfg: TLSTMConfig, rects: list[Rect], c_source: Tensor, c_origin: int) -> Tensor:
+    """What the memory-cell convolution reads (replicate padding, spec step 5): without it, C_{t-1}
+    at each location (B, N, M); for a band of one location its neighbourhood, one slab
+    (B, kappa, M); else each location's windows (B, N, kappa, M)."""
+    k, m = cfg.kernel_size, cfg.channels
+    if not cfg.memory_conv:
+        centre = [(k // 2,) * (cfg.order - 1)]
+        return windows(c_source, c_origin, rects, k, centre)
+    if len(rects) == 1 and rect_size(rects[0]) == 1:
+        box = tuple((start - k // 2, stop + k - 1 - k // 2) for start, stop in rects[0])
+        slab = _slab(c_source, c_origin, box, "replicate")  # (B, K[, K], M)
+        return slab if slab.dim() == 3 else slab.flatten(1, -2)
+    all_taps = list(itertools.product(range(k), repeat=cfg.order - 1))
+    cwin = windows(c_source, c_origin, rects, k, all_taps, fill="replicate")  # (B, N, kappa*M)
+    return cwin.reshape(cwin.shape[0], cwin.shape[1], len(all_taps), m)
+
+
 def memory_windows(cfg: TLSTMConfig, rects: list[Rect], c_source: Tensor, c_origin: int, flat: bool = False) -> Tensor:
     """What the memory-cell convolution reads at every location of the band: (B, N, W, M),
     W = kappa windows (replicate padding, spec step 5), or W = 1 (C_{t-1} itself) without it.
     ``flat`` (a band of one location in D=2): (B, W, M)."""
-    k, m = cfg.kernel_size, cfg.channels
     one = len(rects) == 1 and rect_size(rects[0]) == 1
     if flat and not (one and cfg.order == 2):
         raise ValueError("memory_windows: flat windows are for a band of one location in D=2")
+    reads = _memory_reads(cfg, rects, c_source, c_origin)
+    if flat:
+        return reads  # (B, kappa, M), or (B, 1, M) without the memory-cell convolution
     if not cfg.memory_conv:
-        centre = [(k // 2,) * (cfg.order - 1)]
-        c_centre = windows(c_source, c_origin, rects, k, centre)  # (B, N, M)
-        return c_centre if flat else c_centre.unsqueeze(2)  # (B, 1, M) or (B, N, 1, M)
-    if one:  # one location: its neighbourhood is one slab
-        box = tuple((start - k // 2, stop + k - 1 - k // 2) for start, stop in rects[0])
-        slab = _slab(c_source, c_origin, box, "replicate")  # (B, K[, K], M)
-        return slab if flat else slab.reshape(slab.shape[0], 1, -1, m)
-    all_taps = list(itertools.product(range(k), repeat=cfg.order - 1))
-    cwin = windows(c_source, c_origin, rects, k, all_taps, fill="replicate")  # (B, N, kappa*M)
-    return cwin.reshape(cwin.shape[0], cwin.shape[1], len(all_taps), m)
+        return reads.unsqueeze(2)  # (B, N, 1, M)
+    return reads.unsqueeze(1) if one else reads  # (B, N, kappa, M)
 
 
 def fused_cell(

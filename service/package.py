@@ -231,9 +231,13 @@ def load_package(
     options.log_severity_level = 3
     # A graph's fused file runs where the project's CPU kernels load and the CPU provider
     # comes first; elsewhere its standard file (tlstm.ort_ops).
-    fused = chosen[0] == "CPUExecutionProvider" and any(g.fused for g in manifest.graphs.values()) and ort_ops.register(options)
-    if not fused and chosen[0] == "CPUExecutionProvider" and any(g.fused for g in manifest.graphs.values()):
+    wants_fused = chosen[0] == "CPUExecutionProvider" and any(g.fused for g in manifest.graphs.values())
+    fused = wants_fused and ort_ops.register(options)
+    if wants_fused and not fused:
         log.info("%s: running the standard graphs, not the fused ones: %s", root, ort_ops.why_unavailable())
+
+    def open_session(gpath: Path) -> Any:
+        return ort.InferenceSession(str(gpath), sess_options=options, providers=chosen, disabled_optimizers=disabled_optimizers(chosen))
 
     sessions = {}
     fused_graphs = set()
@@ -242,9 +246,7 @@ def load_package(
         if fused and graph.fused:
             gpath = root / graph.fused
             try:
-                session = ort.InferenceSession(
-                    str(gpath), sess_options=options, providers=chosen, disabled_optimizers=disabled_optimizers(chosen)
-                )
+                session = open_session(gpath)
                 fused_graphs.add(name)
             except Exception as exc:  # e.g. a library built from another version of the kernels
                 log.warning("%s: ONNX Runtime cannot run it with %s (%s: %s); running %s instead",
@@ -252,9 +254,7 @@ def load_package(
         if session is None:
             gpath = root / graph.file
             try:
-                session = ort.InferenceSession(
-                    str(gpath), sess_options=options, providers=chosen, disabled_optimizers=disabled_optimizers(chosen)
-                )
+                session = open_session(gpath)
             except Exception as exc:  # ORT raises several types (Fail, InvalidGraph, InvalidProtobuf...)
                 raise PackageError(f"{gpath}: truncated or corrupt graph, ONNX Runtime cannot load it ({type(exc).__name__}: {exc})") from exc
         _check_io(gpath, name, "inputs", graph.inputs, [_ort_spec(v) for v in session.get_inputs()])

@@ -83,15 +83,16 @@ inline void moments(const float* x, int64_t n, float eps, float* mean, float* rs
 }
 
 struct Sizes {
-  int64_t rows;       // B * N
-  int64_t locations;  // N
-  int64_t gates;      // G
-  int64_t channels;   // M
-  int64_t window;     // W
+  int64_t rows;        // B * N
+  int64_t locations;   // N
+  int64_t gates;       // G
+  int64_t channels;    // M
+  int64_t window;      // W
+  int64_t level_rows;  // N + n: rows per sequence in h and c (the band, then the kept cone)
 };
 
-// One (sequence, location) row: y = CN(a); gates; memory-cell convolution; CN(C); H.
-// ``y`` is scratch of G floats.
+// One (sequence, location) row: y = CN(a); gates; memory-cell convolution; CN(C); H, written
+// at the band's rows of each sequence's level. ``y`` is scratch of G floats.
 TLSTM_CLONES
 void cell_rows(const Sizes& s, float eps, const float* a, const float* windows, const float* gamma_a,
                const float* beta_a, const float* gamma_c, const float* beta_c, float* h, float* c,
@@ -122,7 +123,8 @@ void cell_rows(const Sizes& s, float eps, const float* a, const float* windows, 
     }
 
     const float* win = windows + row * w_count * m;
-    float* c_row = c + row * m;
+    const int64_t out = (row / s.locations) * s.level_rows + n;  // the row's place in its level
+    float* c_row = c + out * m;
     for (int64_t k = 0; k < m; ++k) c_row[k] = q[0] * win[k];
     for (int64_t w = 1; w < w_count; ++w) {
       const float qw = q[w];
@@ -140,7 +142,7 @@ void cell_rows(const Sizes& s, float eps, const float* a, const float* windows, 
     const float* gc = gamma_c + n * m;
     const float* bc = beta_c + n * m;
     const float* gate_o = y + 3 * m;
-    float* h_row = h + row * m;
+    float* h_row = h + out * m;
     for (int64_t k = 0; k < m; ++k) {
       h_row[k] = tanh_approx((c_row[k] - mean) * rstd * gc[k] + bc[k]) * sigmoid(gate_o[k]);
     }
@@ -182,7 +184,7 @@ struct LstmCellKernel {
                            ORT_INVALID_ARGUMENT);
     }
     const int64_t batch = a_shape[0], locations = one ? 1 : a_shape[1];
-    Sizes s{batch * locations, locations, a_shape.back(), w_shape.back(), w_shape[w_shape.size() - 2]};
+    Sizes s{batch * locations, locations, a_shape.back(), w_shape.back(), w_shape[w_shape.size() - 2], locations};
     const bool memory_conv = s.gates > 4 * s.channels;
     if (s.gates < 4 * s.channels || (memory_conv ? s.gates - 4 * s.channels != s.window : s.window != 1) ||
         s.window > 64) {
@@ -224,6 +226,7 @@ struct LstmCellKernel {
       }
     }
     const int64_t m = s.channels, level_rows = locations + kept_rows;
+    s.level_rows = level_rows;
     auto h = context.GetOutput(0, {batch, level_rows, m});
     auto c = context.GetOutput(1, {batch, level_rows, m});
     auto h_band = context.GetOutput(2, {batch, locations * m});
@@ -231,23 +234,17 @@ struct LstmCellKernel {
     float* h_out = h.GetTensorMutableData<float>();
     float* c_out = c.GetTensorMutableData<float>();
     std::vector<float> scratch(static_cast<size_t>(s.gates));
-    if (kept_rows == 0) {
-      cell_rows(s, eps, a.GetTensorData<float>(), windows.GetTensorData<float>(), params[0], params[1], params[2],
-                params[3], h_out, c_out, scratch.data());
-    } else {  // band rows first, then the kept rows, sequence by sequence
-      std::vector<float> band_h(static_cast<size_t>(s.rows * m)), band_c(static_cast<size_t>(s.rows * m));
-      cell_rows(s, eps, a.GetTensorData<float>(), windows.GetTensorData<float>(), params[0], params[1], params[2],
-                params[3], band_h.data(), band_c.data(), scratch.data());
-      const int64_t band = locations * m, rest = kept_rows * m;
+    cell_rows(s, eps, a.GetTensorData<float>(), windows.GetTensorData<float>(), params[0], params[1], params[2],
+              params[3], h_out, c_out, scratch.data());
+    const int64_t band = locations * m, stride = level_rows * m;
+    if (kept_rows > 0) {  // the kept cone after the band, sequence by sequence
+      const int64_t rest = kept_rows * m;
       for (int64_t b = 0; b < batch; ++b) {
-        std::memcpy(h_out + b * (band + rest), band_h.data() + b * band, sizeof(float) * band);
-        std::memcpy(c_out + b * (band + rest), band_c.data() + b * band, sizeof(float) * band);
-        std::memcpy(h_out + b * (band + rest) + band, kept[0] + b * rest, sizeof(float) * rest);
-        std::memcpy(c_out + b * (band + rest) + band, kept[1] + b * rest, sizeof(float) * rest);
+        std::memcpy(h_out + b * stride + band, kept[0] + b * rest, sizeof(float) * rest);
+        std::memcpy(c_out + b * stride + band, kept[1] + b * rest, sizeof(float) * rest);
       }
     }
     float* flat = h_band.GetTensorMutableData<float>();
-    const int64_t band = locations * m, stride = level_rows * m;
     for (int64_t b = 0; b < batch; ++b) std::memcpy(flat + b * band, h_out + b * stride, sizeof(float) * band);
   }
 };
